@@ -1,0 +1,11 @@
+"""hf-know: four recent fine-tuning papers as Hugging Face tools.
+
+Importing this package registers its PEFT methods with the installed PEFT, so that `get_peft_model`,
+`PeftModel.from_pretrained` and `AutoPeftModel*` know them.
+"""
+
+from .projection import ProjectionConfig, ProjectionModel, prepare_full_finetuning
+
+__version__ = "0.1.0"
+
+__all__ = ["ProjectionConfig", "ProjectionModel", "__version__", "prepare_full_finetuning"]
