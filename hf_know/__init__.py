@@ -4,8 +4,8 @@ Importing this package registers its PEFT methods with the installed PEFT, so th
 `PeftModel.from_pretrained` and `AutoPeftModel*` know them.
 """
 
-from .projection import ProjectionConfig, ProjectionModel, prepare_full_finetuning
+from .projection import ProjectionConfig, ProjectionLayer, ProjectionModel, prepare_full_finetuning
 
 __version__ = "0.1.0"
 
-__all__ = ["ProjectionConfig", "ProjectionModel", "__version__", "prepare_full_finetuning"]
+__all__ = ["ProjectionConfig", "ProjectionLayer", "ProjectionModel", "__version__", "prepare_full_finetuning"]

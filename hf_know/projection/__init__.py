@@ -4,7 +4,7 @@ from .._peft_registry import register_method
 from .config import ProjectionConfig
 from .layer import Conv1d, Conv2d, Conv3d, ProjectionLayer
 from .model import ProjectionModel
-from .recipes import prepare_full_finetuning
+from .recipes import apply_method, prepare_full_finetuning
 
 __all__ = [
     "Conv1d",
@@ -13,6 +13,7 @@ __all__ = [
     "ProjectionConfig",
     "ProjectionLayer",
     "ProjectionModel",
+    "apply_method",
     "prepare_full_finetuning",
 ]
 

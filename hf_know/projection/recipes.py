@@ -1,9 +1,61 @@
-"""The paper's two-stage recipe: projection first, then full fine-tuning from the merged weights."""
+"""Ways to fine-tune an image classifier: projection, the paper's two-stage recipe, and the usual baselines."""
 
 from __future__ import annotations
 
-from peft import PeftModel
+from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
 from torch import nn
+
+from .config import ProjectionConfig
+
+METHODS = ("projection", "projection_then_full", "lora", "ia3", "full", "linear_probe", "bias_only")
+
+
+def conv_module_names(model: nn.Module, kinds: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Conv3d)) -> list[str]:
+    """Names of the model's conv modules of the given kinds (the LoRA / IA3 baselines target these)."""
+    return [name for name, module in model.named_modules() if isinstance(module, kinds)]
+
+
+def apply_method(
+    model: nn.Module,
+    method: str,
+    head: str = "classifier",
+    *,
+    lora_r: int = 8,
+    skip_pointwise: bool = False,
+    train_batchnorm: bool = False,
+) -> nn.Module:
+    """Prepare `model` for fine-tuning with `method`; the head module `head` is trained in full by every method.
+
+    - `projection` / `projection_then_full`: `ProjectionConfig` on every conv (stage 1 of the two-stage recipe;
+      stage 2 is `prepare_full_finetuning`).
+    - `lora`: LoRA of rank `lora_r` (alpha = rank) on every Conv2d/Conv3d.
+    - `ia3`: IA3 scaling of every Conv2d/Conv3d output.
+    - `full`: every parameter trains. `linear_probe`: only the head. `bias_only`: biases (BitFit) and the head.
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown fine-tuning method {method!r}; expected one of {METHODS}.")
+    if head not in dict(model.named_modules()):
+        raise ValueError(f"The model has no module named {head!r} to use as the head.")
+    if method in ("projection", "projection_then_full"):
+        config = ProjectionConfig(
+            modules_to_save=[head], skip_pointwise=skip_pointwise, train_batchnorm=train_batchnorm
+        )
+        return get_peft_model(model, config)
+    if method == "lora":
+        config = LoraConfig(r=lora_r, lora_alpha=lora_r, target_modules=conv_module_names(model), modules_to_save=[head])
+        return get_peft_model(model, config)
+    if method == "ia3":
+        config = IA3Config(target_modules=conv_module_names(model), feedforward_modules=[], modules_to_save=[head])
+        return get_peft_model(model, config)
+    for name, parameter in model.named_parameters():
+        in_head = name.startswith(head + ".")
+        if method == "full":
+            parameter.requires_grad_(True)
+        elif method == "linear_probe":
+            parameter.requires_grad_(in_head)
+        else:  # bias_only
+            parameter.requires_grad_(in_head or name.endswith(".bias"))
+    return model
 
 
 def prepare_full_finetuning(model: PeftModel, safe_merge: bool = True) -> nn.Module:

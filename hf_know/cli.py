@@ -1,0 +1,38 @@
+"""Argument parsing for the trainer scripts: dataclasses on the command line, defaults from `--config file.yaml`.
+
+As TRL's `TrlParser`: values in the YAML file become the parser's defaults, flags given on the command line
+override them, and unknown keys in the file are an error that names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser
+
+
+class ConfigArgumentParser(HfArgumentParser):
+    """`HfArgumentParser` with a `--config` option reading defaults from a YAML file."""
+
+    def parse_args_and_config(self, args: Sequence[str] | None = None) -> tuple:
+        config_parser = HfArgumentParser([], add_help=False)
+        config_parser.add_argument("--config", type=Path, default=None)
+        known, remaining = config_parser.parse_known_args(args)
+        if known.config is not None:
+            if not known.config.is_file():
+                raise ValueError(f"--config {known.config}: no such file.")
+            values = yaml.safe_load(known.config.read_text()) or {}
+            if not isinstance(values, dict):
+                raise ValueError(f"--config {known.config}: expected a mapping of option names to values.")
+            accepted = {action.dest for action in self._actions}
+            unknown = sorted(set(values) - accepted)
+            if unknown:
+                raise ValueError(f"--config {known.config}: unknown option(s) {unknown}.")
+            self.set_defaults(**values)
+            # Options that are required on the command line are satisfied by the file.
+            for action in self._actions:
+                if action.dest in values:
+                    action.required = False
+        return self.parse_args_into_dataclasses(remaining)
