@@ -107,6 +107,15 @@ class ProjectionModel(BaseTuner):
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
 
+    def _replace_module(self, parent: nn.Module, child_name: str, new_module: nn.Module, child: nn.Module) -> None:
+        """Swap `child` for `new_module`; projected layers already live on their base weight's device.
+
+        `BaseTuner._replace_module` also copies `child.weight` onto replacements without a base layer, which breaks
+        `merge_and_unload` when `modules_to_save` wraps a head that has no weight of its own, such as the
+        `Sequential(Flatten, Linear)` classifier of transformers' image models (LoRA overrides it the same way).
+        """
+        setattr(parent, child_name, new_module)
+
     def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
         if safe_merge:
             self._check_gammas_finite(adapter_names)

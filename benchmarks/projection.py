@@ -1,0 +1,365 @@
+"""Benchmark: model projection against the usual fine-tuning methods, in a transfer setting built offline.
+
+Setting: a transformers ResNet with 3x3 convs (basic blocks) is pre-trained on sklearn's digits 0-4 (source task)
+and transferred to digits 5-9 with 20 training images per class (target task); the held-out 30% of each target
+class is the test set. The same recipe (AdamW, constant LR per method, same epochs and batch size) is used for
+every method, with 3 seeds. Also measured in the same run: training from scratch on the target, training step
+time as a ratio to full fine-tuning, training memory, and the forward time of the unmerged and merged projection
+model as a ratio to the base model.
+
+    python benchmarks/projection.py            # writes benchmarks/results/projection.{json,md,png}
+    python benchmarks/projection.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import peft
+import torch
+import transformers
+from transformers import ResNetConfig, ResNetForImageClassification, Trainer, TrainingArguments
+
+import hf_know
+from hf_know.image_data import load_digits_dataset
+from hf_know.projection.recipes import apply_method, conv_module_names, prepare_full_finetuning
+
+RESULTS = Path(__file__).parent / "results"
+SOURCE, TARGET = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
+# One learning rate per method, as each method's users would pick it (scalar gates and low-rank factors like a
+# larger LR than full weights); every other setting is shared.
+LEARNING_RATES = {
+    "linear_probe": 1e-2,
+    "bias_only": 1e-2,
+    "ia3": 1e-2,
+    "lora": 3e-3,
+    "projection": 1e-2,
+    "full": 1e-3,
+    "projection_then_full": 1e-2,
+}
+STAGE2_LR = 1e-3
+
+
+def resnet(num_labels: int) -> ResNetForImageClassification:
+    config = ResNetConfig(
+        num_channels=1, embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1], layer_type="basic",
+        num_labels=num_labels,
+    )  # fmt: skip
+    return ResNetForImageClassification(config)
+
+
+def fit(model, data, lr: float, epochs: float, seed: int, device: str) -> float:
+    """Train with `transformers.Trainer`; return test accuracy."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp,
+            num_train_epochs=epochs,
+            learning_rate=lr,
+            per_device_train_batch_size=16,
+            per_device_eval_batch_size=256,
+            weight_decay=0.0,
+            lr_scheduler_type="constant",
+            save_strategy="no",
+            report_to="none",
+            seed=seed,
+            disable_tqdm=True,
+            remove_unused_columns=False,
+            use_cpu=device == "cpu",
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"])
+        trainer.train()
+        logits = trainer.predict(data["test"]).predictions
+    return float((logits.argmax(-1) == np.asarray(data["test"]["labels"])).mean())
+
+
+def pretrain(source, epochs: float, device: str) -> Path:
+    transformers.set_seed(0)
+    model = resnet(len(SOURCE))
+    accuracy = fit(model, source, lr=3e-3, epochs=epochs, seed=0, device=device)
+    path = Path(tempfile.mkdtemp(prefix="projection-bench-")) / "pretrained"
+    model.save_pretrained(path)
+    return path, accuracy
+
+
+def load_pretrained(path: Path) -> ResNetForImageClassification:
+    return ResNetForImageClassification.from_pretrained(path, num_labels=len(TARGET), ignore_mismatched_sizes=True)
+
+
+def run_method(method: str, pretrained: Path, target, seed: int, epochs: float, device: str) -> dict:
+    transformers.set_seed(seed)
+    model = apply_method(load_pretrained(pretrained), method)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    accuracy = fit(model, target, LEARNING_RATES[method], epochs, seed, device)
+    if method == "projection_then_full":
+        accuracy = fit(prepare_full_finetuning(model), target, STAGE2_LR, epochs, seed, device)
+    return {"accuracy": accuracy, "trainable_parameters": trainable}
+
+
+def conv_parameter_counts(pretrained: Path) -> dict:
+    """Trainable conv parameters: full fine-tuning vs projection (all convs, and without 1x1 convs)."""
+    model = load_pretrained(pretrained)
+    full = sum(dict(model.named_modules())[n].weight.numel() for n in conv_module_names(model))
+    counts = {"full_finetuning": full}
+    for skip in (False, True):
+        projected = apply_method(load_pretrained(pretrained), "projection", skip_pointwise=skip)
+        gammas = sum(p.numel() for n, p in projected.named_parameters() if "projection_gamma" in n)
+        counts["projection_skip_pointwise" if skip else "projection"] = gammas
+    return counts
+
+
+def step_cost(method: str, pretrained: Path, device: str, batch_size: int = 64, steps: int = 30) -> dict:
+    """Median time of one AdamW training step, and the training memory it holds.
+
+    Memory = parameters + gradients + optimizer state + the activations autograd saves for backward, summed from
+    the actual tensors of one step (on CUDA: the allocator's peak instead).
+    """
+    torch.manual_seed(0)
+    model = apply_method(load_pretrained(pretrained), method).to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    x = torch.randn(batch_size, 1, 32, 32, device=device)
+    y = torch.randint(0, len(TARGET), (batch_size,), device=device)
+    saved = []
+
+    def step(record: bool = False):
+        pack = (lambda t: saved.append(t.numel() * t.element_size()) or t) if record else (lambda t: t)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=x).logits, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)
+
+    for _ in range(5):
+        step()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    step(record=True)
+    times = []
+    for _ in range(steps):
+        _sync(device)
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    if device == "cuda":
+        memory = torch.cuda.max_memory_allocated()
+    else:
+        state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
+        grads = sum(p.numel() * p.element_size() for p in params)
+        memory = weights + grads + state + sum(saved)
+    return {"step_seconds": statistics.median(times), "memory_mb": memory / 2**20}
+
+
+def forward_ratios(pretrained: Path, device: str, batch_size: int = 64, repeats: int = 60) -> dict:
+    """Forward time of the unmerged and the merged projection model relative to the base model, interleaved."""
+    torch.manual_seed(0)
+    base = load_pretrained(pretrained).to(device).eval()
+    projected = apply_method(load_pretrained(pretrained), "projection").to(device).eval()
+    with torch.no_grad():
+        for p in projected.parameters():
+            if p.requires_grad:
+                p.mul_(1 + 0.01 * torch.randn_like(p))  # a trained-looking adapter, not the identity
+    merged = apply_method(load_pretrained(pretrained), "projection")
+    merged.load_state_dict(projected.state_dict())
+    merged = merged.merge_and_unload().to(device).eval()
+    x = torch.randn(batch_size, 1, 32, 32, device=device)
+    models = {"base": base, "unmerged": projected, "merged": merged}
+    times = {name: [] for name in models}
+    with torch.no_grad():
+        max_diff = (projected(pixel_values=x).logits - merged(pixel_values=x).logits).abs().max().item()
+        for _ in range(5):
+            for model in models.values():
+                model(pixel_values=x)
+        for _ in range(repeats):
+            for name, model in models.items():
+                _sync(device)
+                start = time.perf_counter()
+                model(pixel_values=x)
+                _sync(device)
+                times[name].append(time.perf_counter() - start)
+    base_time = statistics.median(times["base"])
+    # Noise floor: two halves of the base model's own timings against each other.
+    half = len(times["base"]) // 2
+    noise = abs(statistics.median(times["base"][:half]) / statistics.median(times["base"][half:]) - 1)
+    return {
+        "base_ms": 1e3 * base_time,
+        "unmerged_ratio": statistics.median(times["unmerged"]) / base_time,
+        "merged_ratio": statistics.median(times["merged"]) / base_time,
+        "base_self_noise": noise,
+        "merge_max_abs_logit_diff": max_diff,
+    }
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def summarize(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=float, default=30)
+    parser.add_argument("--pretrain-epochs", type=float, default=20)
+    parser.add_argument("--train-per-class", type=int, default=20)
+    parser.add_argument("--output", type=Path, default=RESULTS / "projection")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    started = time.time()
+
+    source = load_digits_dataset(SOURCE)
+    target = load_digits_dataset(TARGET, train_per_class=args.train_per_class)
+    pretrained, source_accuracy = pretrain(source, args.pretrain_epochs, args.device)
+    print(f"pre-trained on digits {SOURCE}: source test accuracy {source_accuracy:.4f}", flush=True)
+
+    runs: dict[str, list[dict]] = {"scratch_full": []}
+    for seed in args.seeds:
+        transformers.set_seed(seed)
+        scratch = resnet(len(TARGET))
+        acc = fit(scratch, target, LEARNING_RATES["full"], args.epochs, seed, args.device)
+        runs["scratch_full"].append({"accuracy": acc, "trainable_parameters": sum(p.numel() for p in scratch.parameters())})
+        for method in LEARNING_RATES:
+            runs.setdefault(method, []).append(run_method(method, pretrained, target, seed, args.epochs, args.device))
+            print(f"seed {seed} {method}: {runs[method][-1]}", flush=True)
+
+    accuracy = {m: summarize([r["accuracy"] for r in rs]) for m, rs in runs.items()}
+    trainable = {m: rs[0]["trainable_parameters"] for m, rs in runs.items()}
+    cost = {m: step_cost(m, pretrained, args.device) for m in LEARNING_RATES}
+    full_step = cost["full"]["step_seconds"]
+    for m in cost:
+        cost[m]["step_ratio_to_full"] = cost[m]["step_seconds"] / full_step
+    forward = forward_ratios(pretrained, args.device)
+    conv_counts = conv_parameter_counts(pretrained)
+
+    acc = {m: a["mean"] for m, a in accuracy.items()}
+    goals = {
+        "projection >= lora r=8": acc["projection"] >= acc["lora"],
+        "projection >= linear probe": acc["projection"] >= acc["linear_probe"],
+        "projection within 1.5 points of full FT": acc["projection"] >= acc["full"] - 0.015,
+        "projection conv params <= 15% of full FT conv params": conv_counts["projection"]
+        <= 0.15 * conv_counts["full_finetuning"],
+        "projection then full FT >= full FT": acc["projection_then_full"] >= acc["full"],
+        "pre-trained full FT > scratch": acc["full"] > acc["scratch_full"],
+        "unmerged forward <= 1.25x base": forward["unmerged_ratio"] <= 1.25,
+        "merged forward == base within noise (|ratio-1| <= max(5%, 2x self-noise))": abs(forward["merged_ratio"] - 1)
+        <= max(0.05, 2 * forward["base_self_noise"]),
+    }
+    result = {
+        "setting": {
+            "model": "transformers ResNet, basic blocks, embedding 16, hidden [16, 32, 64], depths [1, 1, 1]",
+            "source_task": f"sklearn digits {SOURCE}, all training images, {args.pretrain_epochs} epochs",
+            "source_test_accuracy": source_accuracy,
+            "target_task": f"sklearn digits {TARGET}, {args.train_per_class} training images per class, 30% held out",
+            "image_size": 32,
+            "epochs": args.epochs,
+            "batch_size": 16,
+            "optimizer": "AdamW, constant LR, no weight decay",
+            "learning_rates": LEARNING_RATES,
+            "stage2_learning_rate": STAGE2_LR,
+            "seeds": args.seeds,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(),
+            "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
+        },
+        "versions": {
+            "hf_know": hf_know.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+        },
+        "accuracy": accuracy,
+        "runs": runs,
+        "trainable_parameters": trainable,
+        "conv_parameters": conv_counts,
+        "step_cost": cost,
+        "forward": forward,
+        "goals": goals,
+        "wall_seconds": time.time() - started,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    args.output.with_suffix(".md").write_text(render_markdown(result))
+    plot(result, args.output.with_suffix(".png"))
+    print(args.output.with_suffix(".md").read_text())
+
+
+def render_markdown(result: dict) -> str:
+    s, lines = result["setting"], []
+    lines += [
+        "# Model projection benchmark",
+        "",
+        f"Source: {s['source_task']} (test accuracy {s['source_test_accuracy']:.4f}). Target: {s['target_task']}.",
+        f"Model: {s['model']}. {s['optimizer']}, {s['epochs']} epochs, batch {s['batch_size']}, seeds {s['seeds']}.",
+        f"Machine: {result['machine']}. Versions: {result['versions']}.",
+        "",
+        "| method | accuracy (mean ± std) | trainable params | step time / full FT | training memory (MB) | LR |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, a in result["accuracy"].items():
+        cost = result["step_cost"].get(method)
+        step = f"{cost['step_ratio_to_full']:.2f}" if cost else "-"
+        memory = f"{cost['memory_mb']:.1f}" if cost else "-"
+        lr = s["learning_rates"].get(method, s["learning_rates"]["full"])
+        lines.append(
+            f"| {method} | {100 * a['mean']:.2f} ± {100 * a['std']:.2f} | "
+            f"{result['trainable_parameters'][method]:,} | {step} | {memory} | {lr} |"
+        )
+    c, f = result["conv_parameters"], result["forward"]
+    lines += [
+        "",
+        f"Conv parameters trained: full FT {c['full_finetuning']:,}; projection {c['projection']:,} "
+        f"({100 * c['projection'] / c['full_finetuning']:.1f}%); projection without 1x1 convs "
+        f"{c['projection_skip_pointwise']:,} ({100 * c['projection_skip_pointwise'] / c['full_finetuning']:.1f}%).",
+        "",
+        f"Forward (batch 64, base {f['base_ms']:.2f} ms): unmerged projection {f['unmerged_ratio']:.3f}x, merged "
+        f"{f['merged_ratio']:.3f}x the base model (base self-noise {100 * f['base_self_noise']:.1f}%); max |logit "
+        f"difference| merged vs unmerged {f['merge_max_abs_logit_diff']:.2e}.",
+        "",
+        "Training memory: parameters + gradients + AdamW state + activations saved for backward (batch 64), summed "
+        "from the tensors of one step.",
+        "",
+        "## Goals",
+        "",
+        *[f"- {'met' if ok else 'MISSED'}: {goal}" for goal, ok in result["goals"].items()],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, a in result["accuracy"].items():
+        n = result["trainable_parameters"][method]
+        ax.errorbar(n, 100 * a["mean"], yerr=100 * a["std"], fmt="o", capsize=3)
+        ax.annotate(method, (n, 100 * a["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("target test accuracy (%)")
+    ax.set_title("Digits 0-4 -> 5-9 transfer, 20 images/class, mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
