@@ -112,6 +112,11 @@ def main(script_args, model_args, method_args, training_args) -> dict[str, float
     data = load_digits_dataset(
         script_args.classes, script_args.image_size, script_args.train_per_class, seed=script_args.data_seed_split
     )
+    if model_args.model_name_or_path is None and method_args.method not in ("full", "linear_probe", "bias_only"):
+        raise ValueError(
+            f"method={method_args.method!r} adapts a pretrained model: set model_name_or_path (a folder or Hub id), "
+            "or use method='full' to train from scratch."
+        )
     push, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
     if push and not hub_model_id:
         raise ValueError("push_to_hub is set but hub_model_id is not: name the Hub repo to push to.")

@@ -9,6 +9,8 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
+# Conv hyper-parameters that models read off their conv layers (e.g. TF "same" padding in MobileNetV2).
+CONV_ATTRIBUTES = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode")
 # Below this magnitude, dividing a merged weight by gamma cannot recover the original filter.
 UNMERGE_EPS = 1e-6
 
@@ -53,6 +55,8 @@ class _ConvNd(nn.Module, ProjectionLayer):
     def __init__(self, base_layer: nn.Module, adapter_name: str, init_weights: bool = True, **kwargs) -> None:
         super().__init__()
         ProjectionLayer.__init__(self, base_layer, **kwargs)
+        for name in CONV_ATTRIBUTES:
+            setattr(self, name, getattr(self.get_base_layer(), name))
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, init_weights=init_weights)
 

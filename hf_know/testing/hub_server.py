@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import yaml
+
 # Files the Hub stores through LFS by default (.gitattributes of a new repo), and the size above which any file is.
 LFS_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.npz", "*.npy", "*.onnx", "*.pkl")
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
@@ -274,6 +276,18 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     def whoami(self, method, body):
         self._send_json({"type": "user", "name": "loopback-user", "orgs": [], "auth": {"type": "access_token"}})
 
+    def validate_yaml(self, method, body):
+        """Parse the README's YAML header, as the Hub does before a commit that changes the card."""
+        content = json.loads(body)["content"]
+        header = re.match(r"^---\n(.*?)\n---", content, re.DOTALL)
+        try:
+            metadata = yaml.safe_load(header.group(1)) if header else {}
+        except yaml.YAMLError as error:
+            self._send_json({"errors": [{"message": f"Invalid YAML: {error}"}]}, 400)
+            return
+        warnings = [] if metadata else [{"message": "Empty or missing yaml metadata in repo card"}]
+        self._send_json({"errors": [], "warnings": warnings})
+
     def create_repo(self, method, body):
         payload = json.loads(body or b"{}")
         repo_id = "/".join(filter(None, [payload.get("organization"), payload["name"]]))
@@ -454,6 +468,7 @@ _KIND = r"(?P<kind>models|datasets|spaces)"
 ROUTES = [
     ("GET", re.compile(r"^/api/whoami-v2$"), HubRequestHandler.whoami),
     ("POST", re.compile(r"^/api/repos/create$"), HubRequestHandler.create_repo),
+    ("POST", re.compile(r"^/api/validate-yaml$"), HubRequestHandler.validate_yaml),
     ("DELETE", re.compile(r"^/api/repos/delete$"), HubRequestHandler.delete_repo),
     ("POST", re.compile(rf"^/api/{_KIND}/{_REPO}/preupload/(?P<revision>[^/]+)$"), HubRequestHandler.preupload),
     ("POST", re.compile(rf"^/api/{_KIND}/{_REPO}/commit/(?P<revision>[^/]+)$"), HubRequestHandler.commit),

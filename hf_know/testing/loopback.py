@@ -7,7 +7,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from huggingface_hub import constants
+from huggingface_hub import constants, hf_api
 
 from .hub_server import HubState, _HubHTTPServer
 
@@ -53,9 +53,12 @@ class LoopbackHub:
         self._saved_constants = {name: getattr(constants, name) for name in patched}
         for name, value in patched.items():
             setattr(constants, name, value)
+        # Module-level helpers such as `huggingface_hub.file_exists` are bound to an HfApi made at import time.
+        self._saved_api_endpoint, hf_api.api.endpoint = hf_api.api.endpoint, self.endpoint
         return self
 
     def __exit__(self, *exc) -> None:
+        hf_api.api.endpoint = self._saved_api_endpoint
         for name, value in self._saved_constants.items():
             setattr(constants, name, value)
         for key, value in self._saved_env.items():
