@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 import torch
-from peft import PeftConfig, PeftType, get_peft_model
+from peft import PeftType, get_peft_model
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from peft.utils import register_peft_method
 from transformers import AutoModelForImageClassification

@@ -100,7 +100,9 @@ def test_save_load_roundtrip_keeps_head_and_outputs(tmp_path):
 
 def test_train_batchnorm_saves_running_statistics(tmp_path):
     base = tiny_cnn()
-    model = get_peft_model(copy.deepcopy(base), hf_know.ProjectionConfig(train_batchnorm=True, modules_to_save=["head"]))
+    model = get_peft_model(
+        copy.deepcopy(base), hf_know.ProjectionConfig(train_batchnorm=True, modules_to_save=["head"])
+    )
     assert "bn" in model.peft_config["default"].modules_to_save
     model.train()
     for _ in range(3):
@@ -149,9 +151,9 @@ def test_training_under_transformers_trainer_moves_only_gammas_and_head(tmp_path
     base = tiny_resnet(num_labels=2)
     frozen_before = {n: p.detach().clone() for n, p in base.named_parameters() if "convolution" in n}
     model = get_peft_model(base, hf_know.ProjectionConfig(modules_to_save=["classifier"]))
-    data = Dataset.from_dict(
-        {"pixel_values": torch.randn(16, 1, 16, 16).numpy(), "labels": [0, 1] * 8}
-    ).with_format("torch")
+    data = Dataset.from_dict({"pixel_values": torch.randn(16, 1, 16, 16).numpy(), "labels": [0, 1] * 8}).with_format(
+        "torch"
+    )
     args = TrainingArguments(
         output_dir=str(tmp_path), num_train_epochs=2, per_device_train_batch_size=8, learning_rate=0.05,
         report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True,

@@ -76,7 +76,7 @@ class TrainingArguments(HFTrainingArguments):
 
 
 def build_model(model_args: ModelArguments, num_labels: int):
-    if model_args.model_name_or_path is None:
+    if not model_args.model_name_or_path:
         config = ResNetConfig(
             num_channels=1,
             embedding_size=model_args.embedding_size,
@@ -110,9 +110,12 @@ def train(model, training_args, data) -> Trainer:
 
 def main(script_args, model_args, method_args, training_args) -> dict[str, float]:
     data = load_digits_dataset(
-        script_args.classes, script_args.image_size, script_args.train_per_class, seed=script_args.data_seed_split
+        script_args.classes,
+        script_args.image_size,
+        script_args.train_per_class,
+        seed=script_args.data_seed_split,
     )
-    if model_args.model_name_or_path is None and method_args.method not in ("full", "linear_probe", "bias_only"):
+    if not model_args.model_name_or_path and method_args.method not in ("full", "linear_probe", "bias_only"):
         raise ValueError(
             f"method={method_args.method!r} adapts a pretrained model: set model_name_or_path (a folder or Hub id), "
             "or use method='full' to train from scratch."
@@ -134,7 +137,9 @@ def main(script_args, model_args, method_args, training_args) -> dict[str, float
     trainer = train(model, training_args, data)
     if method_args.method == "projection_then_full":
         stage2 = dataclasses.replace(
-            training_args, num_train_epochs=method_args.full_epochs, learning_rate=method_args.full_learning_rate
+            training_args,
+            num_train_epochs=method_args.full_epochs,
+            learning_rate=method_args.full_learning_rate,
         )
         trainer = train(prepare_full_finetuning(trainer.accelerator.unwrap_model(trainer.model)), stage2, data)
     metrics = trainer.evaluate()

@@ -10,7 +10,16 @@ from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
 # Conv hyper-parameters that models read off their conv layers (e.g. TF "same" padding in MobileNetV2).
-CONV_ATTRIBUTES = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode")
+CONV_ATTRIBUTES = (
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "padding_mode",
+)
 # Below this magnitude, dividing a merged weight by gamma cannot recover the original filter.
 UNMERGE_EPS = 1e-6
 
@@ -32,10 +41,7 @@ class ProjectionLayer(BaseTunerLayer):
     def update_layer(self, adapter_name: str, init_weights: bool = True, inference_mode: bool = False) -> None:
         weight = self.get_base_layer().weight
         shape = weight.shape[:2]
-        if init_weights:
-            gamma = torch.ones(shape)
-        else:
-            gamma = 1.0 + 0.1 * torch.randn(shape)
+        gamma = torch.ones(shape) if init_weights else 1.0 + 0.1 * torch.randn(shape)
         self.projection_gamma[adapter_name] = nn.Parameter(gamma)
         self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters, inference_mode=inference_mode)
@@ -134,4 +140,8 @@ class Conv3d(_ConvNd):
     """Projection of an `nn.Conv3d`."""
 
 
-LAYER_CLASSES: dict[type[nn.Module], type[_ConvNd]] = {nn.Conv1d: Conv1d, nn.Conv2d: Conv2d, nn.Conv3d: Conv3d}
+LAYER_CLASSES: dict[type[nn.Module], type[_ConvNd]] = {
+    nn.Conv1d: Conv1d,
+    nn.Conv2d: Conv2d,
+    nn.Conv3d: Conv3d,
+}

@@ -42,7 +42,9 @@ def apply_method(
         )
         return get_peft_model(model, config)
     if method == "lora":
-        config = LoraConfig(r=lora_r, lora_alpha=lora_r, target_modules=conv_module_names(model), modules_to_save=[head])
+        config = LoraConfig(
+            r=lora_r, lora_alpha=lora_r, target_modules=conv_module_names(model), modules_to_save=[head]
+        )
         return get_peft_model(model, config)
     if method == "ia3":
         config = IA3Config(target_modules=conv_module_names(model), feedforward_modules=[], modules_to_save=[head])

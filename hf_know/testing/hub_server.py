@@ -25,7 +25,18 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import yaml
 
 # Files the Hub stores through LFS by default (.gitattributes of a new repo), and the size above which any file is.
-LFS_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.npz", "*.npy", "*.onnx", "*.pkl")
+LFS_PATTERNS = (
+    "*.safetensors",
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.ckpt",
+    "*.h5",
+    "*.npz",
+    "*.npy",
+    "*.onnx",
+    "*.pkl",
+)
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _SHA1_HEX = re.compile(r"^[0-9a-f]{40}$")
@@ -127,9 +138,7 @@ class HubState:
 
     def _make_commit(self, repo: Repo, parent: str | None, title: str, message: str, files) -> Commit:
         seed = json.dumps([repo.repo_id, parent, title, time.time_ns(), sorted(files)]).encode()
-        commit = Commit(
-            hashlib.sha1(seed).hexdigest(), parent, title, message, dict(files), _now()
-        )
+        commit = Commit(hashlib.sha1(seed).hexdigest(), parent, title, message, dict(files), _now())
         repo.commits[commit.oid] = commit
         return commit
 
@@ -188,7 +197,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HubHTTPServer
 
-    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+    def log_message(self, format, *args):
         pass  # quiet: tests read failures from the client's exceptions
 
     @property
@@ -470,9 +479,17 @@ ROUTES = [
     ("POST", re.compile(r"^/api/repos/create$"), HubRequestHandler.create_repo),
     ("POST", re.compile(r"^/api/validate-yaml$"), HubRequestHandler.validate_yaml),
     ("DELETE", re.compile(r"^/api/repos/delete$"), HubRequestHandler.delete_repo),
-    ("POST", re.compile(rf"^/api/{_KIND}/{_REPO}/preupload/(?P<revision>[^/]+)$"), HubRequestHandler.preupload),
+    (
+        "POST",
+        re.compile(rf"^/api/{_KIND}/{_REPO}/preupload/(?P<revision>[^/]+)$"),
+        HubRequestHandler.preupload,
+    ),
     ("POST", re.compile(rf"^/api/{_KIND}/{_REPO}/commit/(?P<revision>[^/]+)$"), HubRequestHandler.commit),
-    ("GET", re.compile(rf"^/api/{_KIND}/{_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?$"), HubRequestHandler.tree),
+    (
+        "GET",
+        re.compile(rf"^/api/{_KIND}/{_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?$"),
+        HubRequestHandler.tree,
+    ),
     ("GET", re.compile(rf"^/api/{_KIND}/{_REPO}/refs$"), HubRequestHandler.refs),
     ("GET", re.compile(rf"^/api/{_KIND}/{_REPO}/commits/(?P<revision>[^/]+)$"), HubRequestHandler.commits),
     ("POST|DELETE", re.compile(rf"^/api/{_KIND}/{_REPO}/branch/(?P<name>[^/]+)$"), HubRequestHandler.branch),
