@@ -16,11 +16,12 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, Mo
 from .io import atomic_output_dir
 
 CARD_FILENAME = "README.md"
+TEMPLATES = resources.files("hf_know") / "model_cards"
 
 
 def available_templates() -> list[str]:
-    """Names of the model card templates shipped in `model_cards/` (inside the wheel: `hf_know.model_cards`)."""
-    folder = resources.files("hf_know.model_cards")
+    """Names of the model card templates shipped in `model_cards/` (inside the package: `hf_know/model_cards`)."""
+    folder = TEMPLATES
     return sorted(entry.name.removesuffix(".md") for entry in folder.iterdir() if entry.name.endswith(".md"))
 
 
@@ -36,7 +37,7 @@ def render_model_card(template: str, card_data: ModelCardData | dict, **variable
         raise ValueError(f"No model card template {template!r}; expected one of {available_templates()}.")
     if isinstance(card_data, dict):
         card_data = ModelCardData(**card_data)
-    text = resources.files("hf_know.model_cards").joinpath(f"{template}.md").read_text(encoding="utf-8")
+    text = TEMPLATES.joinpath(f"{template}.md").read_text(encoding="utf-8")
     return ModelCard.from_template(card_data, template_str=text, **variables)
 
 

@@ -149,7 +149,9 @@ def test_named_adapters_set_adapter_disable_and_unload():
 
 def test_training_under_transformers_trainer_moves_only_gammas_and_head(tmp_path):
     base = tiny_resnet(num_labels=2)
+    untouched = copy.deepcopy(base)
     frozen_before = {n: p.detach().clone() for n, p in base.named_parameters() if "convolution" in n}
+    stats_before = {n: b.clone() for n, b in base.named_buffers() if "running" in n}
     model = get_peft_model(base, hf_know.ProjectionConfig(modules_to_save=["classifier"]))
     data = Dataset.from_dict({"pixel_values": torch.randn(16, 1, 16, 16).numpy(), "labels": [0, 1] * 8}).with_format(
         "torch"
@@ -165,6 +167,15 @@ def test_training_under_transformers_trainer_moves_only_gammas_and_head(tmp_path
         key = name.replace(".base_layer", "")
         if key in frozen_before:
             assert torch.equal(weight, frozen_before[key]), name
+    # frozen BatchNorm keeps the pretrained statistics, so the saved adapter reproduces the trained model
+    for name, buffer in model.base_model.model.named_buffers():
+        if name in stats_before:
+            assert torch.equal(buffer, stats_before[name]), name
+    model.eval()
+    expected = model(pixel_values=IMG).logits
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(untouched, tmp_path / "adapter").eval()
+    assert torch.equal(reloaded(pixel_values=IMG).logits, expected)
 
 
 def test_two_stage_recipe_merges_then_trains_everything():

@@ -34,7 +34,7 @@ def run_recipe(name: str, *overrides: str) -> dict:
 
 
 def test_accuracy(model, classes) -> float:
-    test = load_digits_dataset(classes)["test"]
+    test = load_digits_dataset(classes)["test"][:]
     with torch.no_grad():
         logits = model.eval()(pixel_values=test["pixel_values"]).logits
     return float((logits.argmax(-1) == test["labels"]).float().mean())
@@ -53,7 +53,7 @@ def projection_demo(work: Path) -> dict:
     pulled = PeftModel.from_pretrained(base, repo_id)
     pulled_accuracy = test_accuracy(pulled, range(5, 10))
     merged_accuracy = test_accuracy(pulled.merge_and_unload(), range(5, 10))
-    if abs(pulled_accuracy - target["eval_accuracy"]) > 1e-9 or abs(merged_accuracy - pulled_accuracy) > 1e-9:
+    if abs(pulled_accuracy - target["eval_accuracy"]) > 1e-6 or abs(merged_accuracy - pulled_accuracy) > 1e-6:
         raise RuntimeError(
             f"Pulled ({pulled_accuracy}) / merged ({merged_accuracy}) accuracy differs from the trained adapter's "
             f"({target['eval_accuracy']})."

@@ -42,8 +42,8 @@ class ProjectionConfig(PeftConfig):
             duplicates the affine parameters of the following norm layer.
         train_batchnorm (`bool`):
             Train the BatchNorm layers (affine parameters and running statistics) and save them with the adapter.
-            By default they stay frozen, which keeps the adapter small. Note that in `train()` mode a frozen
-            BatchNorm still updates its running statistics, and those updates are not saved unless this is set.
+            By default they stay frozen: affine parameters fixed and, unlike plain PEFT, running statistics too
+            (frozen BatchNorm layers stay in eval mode), so the saved adapter reproduces the trained model exactly.
         bias (`str`):
             Which conv biases to train: `"none"` (default), `"all"` biases of the model, or `"projection_only"`,
             the biases of the projected convs. Trained biases are saved with the adapter.

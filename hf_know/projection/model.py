@@ -86,6 +86,21 @@ class ProjectionModel(BaseTuner):
             )
         return targets
 
+    def train(self, mode: bool = True) -> ProjectionModel:
+        """Set train / eval mode; frozen BatchNorm layers always stay in eval mode.
+
+        A frozen BatchNorm (the default, see `ProjectionConfig.train_batchnorm`) normalises with the pretrained
+        running statistics and never updates them, so the saved adapter (gammas + `modules_to_save`) reproduces the
+        trained model exactly. In plain PEFT a frozen BatchNorm keeps updating its statistics in train mode, and
+        those updates are lost on save.
+        """
+        super().train(mode)
+        for name, module in self.model.named_modules():
+            is_norm = isinstance(module, nn.modules.batchnorm._BatchNorm)
+            if is_norm and not _is_wrapper_internal(name) and not any(p.requires_grad for p in module.parameters()):
+                module.eval()
+        return self
+
     def _create_and_replace(
         self,
         peft_config: ProjectionConfig,

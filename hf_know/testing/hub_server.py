@@ -301,9 +301,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         payload = json.loads(body or b"{}")
         repo_id = "/".join(filter(None, [payload.get("organization"), payload["name"]]))
         repo_type = payload.get("type") or "model"
-        self.state.create_repo(repo_type, repo_id)
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
-        self._send_json({"url": f"{self.base}/{prefix}{repo_id}", "name": repo_id, "id": repo_id})
+        url = f"{self.base}/{prefix}{repo_id}"
+        try:
+            self.state.create_repo(repo_type, repo_id)
+        except HubError as error:  # the Hub names the existing repo's URL in its 409
+            self._send_json({"error": error.message, "url": url}, error.status)
+            return
+        self._send_json({"url": url, "name": repo_id, "id": repo_id})
 
     def delete_repo(self, method, body):
         payload = json.loads(body or b"{}")
