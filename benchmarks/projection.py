@@ -3,9 +3,9 @@
 Setting: a transformers ResNet with 3x3 convs (basic blocks) is pre-trained on sklearn's digits 0-4 (source task)
 and transferred to digits 5-9 with 5 training images per class (target task); the held-out 30% of each target
 class is the test set. The same recipe (AdamW, constant LR per method, same epochs and batch size) is used for
-every method, with 3 seeds. Also measured in the same run: training from scratch on the target, training step
-time as a ratio to full fine-tuning, training memory, and the forward time of the unmerged and merged projection
-model as a ratio to the base model.
+every method, with 3 seeds. `projection_bn` is projection with `train_batchnorm=True` (an ablation). Also measured
+in the same run: training from scratch on the target, training step time as a ratio to full fine-tuning, training
+memory, and the forward time of the unmerged and merged projection model as a ratio to the base model.
 
     python benchmarks/projection.py            # writes benchmarks/results/projection.{json,md,png}
     python benchmarks/projection.py --device cuda
@@ -43,8 +43,16 @@ LEARNING_RATES = {
     "projection": 1e-2,
     "full": 1e-3,
     "projection_then_full": 1e-2,
+    "projection_bn": 1e-2,
 }
 STAGE2_LR = 1e-3
+# Benchmark rows that are a method of `apply_method` with non-default options (ablations).
+ABLATIONS = {"projection_bn": ("projection", {"train_batchnorm": True})}
+
+
+def prepare(model, name: str):
+    method, options = ABLATIONS.get(name, (name, {}))
+    return apply_method(model, method, **options)
 
 
 def resnet(num_labels: int) -> ResNetForImageClassification:
@@ -94,7 +102,7 @@ def load_pretrained(path: Path) -> ResNetForImageClassification:
 
 def run_method(method: str, pretrained: Path, target, seed: int, epochs: float, device: str) -> dict:
     transformers.set_seed(seed)
-    model = apply_method(load_pretrained(pretrained), method)
+    model = prepare(load_pretrained(pretrained), method)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     accuracy = fit(model, target, LEARNING_RATES[method], epochs, seed, device)
     if method == "projection_then_full":
@@ -121,7 +129,7 @@ def step_cost(method: str, pretrained: Path, device: str, batch_size: int = 64, 
     the actual tensors of one step (on CUDA: the allocator's peak instead).
     """
     torch.manual_seed(0)
-    model = apply_method(load_pretrained(pretrained), method).to(device).train()
+    model = prepare(load_pretrained(pretrained), method).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     x = torch.randn(batch_size, 1, 32, 32, device=device)

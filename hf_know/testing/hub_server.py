@@ -505,7 +505,7 @@ ROUTES = [
     ("PUT", re.compile(r"^/__lfs/(?P<oid>[0-9a-f]{64})$"), HubRequestHandler.lfs_upload),
     (
         "POST",
-        re.compile(r"^/(?P<prefix>datasets/|spaces/)?(?P<repo_id>[^/]+/[^/]+|[^/]+)\.git/info/lfs/objects/batch$"),
+        re.compile(r"^/(?P<prefix>datasets/|spaces/)?" + _REPO + r"\.git/info/lfs/objects/batch$"),
         HubRequestHandler.lfs_batch,
     ),
     (
