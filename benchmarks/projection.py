@@ -274,6 +274,7 @@ def main() -> None:
             "source_task": f"sklearn digits {SOURCE}, all training images, {args.pretrain_epochs} epochs",
             "source_test_accuracy": source_accuracy,
             "target_task": f"sklearn digits {TARGET}, {args.train_per_class} training images per class, 30% held out",
+            "train_per_class": args.train_per_class,
             "image_size": 32,
             "epochs": args.epochs,
             "batch_size": 16,
@@ -367,9 +368,8 @@ def plot(result: dict, path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("target test accuracy (%)")
-    ax.set_title(
-        f"Digits 0-4 -> 5-9 transfer, {result['setting']['target_task'].split(', ')[1]}, mean ± std over seeds"
-    )
+    per_class = result["setting"]["train_per_class"]
+    ax.set_title(f"Digits 0-4 -> 5-9 transfer, {per_class} images/class, mean ± std over seeds")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -112,6 +112,8 @@ def test_train_batchnorm_saves_running_statistics(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path).eval()
     assert torch.equal(loaded(X), expected)
+    model.add_adapter("second", hf_know.ProjectionConfig(train_batchnorm=True))  # BN already wrapped: still found
+    assert "bn" in model.peft_config["second"].modules_to_save
     frozen = get_peft_model(copy.deepcopy(base), hf_know.ProjectionConfig())
     bn_trainable = [p.requires_grad for n, p in frozen.named_parameters() if ".bn." in n]
     assert bn_trainable and not any(bn_trainable)

@@ -51,7 +51,11 @@ class ProjectionModel(BaseTuner):
             norms = [
                 name
                 for name, module in model.named_modules()
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not _is_wrapper_internal(name)
+                if not _is_wrapper_internal(name)
+                and isinstance(
+                    module.original_module if isinstance(module, ModulesToSaveWrapper) else module,
+                    nn.modules.batchnorm._BatchNorm,
+                )
             ]
             peft_config.modules_to_save = sorted(set(peft_config.modules_to_save or []) | set(norms))
 
