@@ -116,3 +116,19 @@ def test_templates_ship_in_the_wheel(tmp_path):
 
 def test_available_templates():
     assert "projection" in available_templates()
+
+
+def test_head_errors_have_no_body_on_a_kept_alive_connection(hub):
+    """A body after a HEAD answer would be read as the start of the next response on the same connection."""
+    import http.client
+
+    host, port = hub.endpoint.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    for _ in range(2):
+        connection.request("HEAD", "/tester/missing/resolve/main/README.md")
+        response = connection.getresponse()
+        assert response.status == 404 and response.read() == b""
+        assert response.getheader("X-Error-Code") == "RepoNotFound"
+    connection.request("GET", "/api/whoami-v2")
+    assert connection.getresponse().status == 200
+    connection.close()

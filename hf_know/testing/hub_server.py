@@ -265,14 +265,14 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             raise HubError(401, "Invalid credentials in Authorization header.")
 
     # responses
-    def _send(self, status: int, payload: bytes, content_type: str, headers: dict | None = None, head=False):
+    def _send(self, status: int, payload: bytes, content_type: str, headers: dict | None = None):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        if not head:
+        if self.command != "HEAD":  # a HEAD answer, error or not, has no body: the connection is kept alive
             self.wfile.write(payload)
 
     def _send_json(self, obj, status: int = 200, error_code: str | None = None) -> None:
@@ -474,7 +474,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             end = int(ranged.group(2)) + 1 if ranged.group(2) else len(data)
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
             data, status = data[start:end], 206
-        self._send(status, data, "application/octet-stream", headers, head=method == "HEAD")
+        self._send(status, data, "application/octet-stream", headers)
 
 
 _REPO = r"(?P<repo_id>[^/]+/[^/]+|[^/]+)"
