@@ -44,7 +44,7 @@ def test_registration_is_idempotent_and_refuses_conflicts():
 
 
 def test_saved_adapter_loads_in_a_fresh_process(tmp_path):
-    """Only `import hf_know` in the new process: PeftConfig, PeftModel and AutoPeftModel all find the method."""
+    """Only `import hf_know` in the new process: PeftConfig, PeftModel, AutoPeftModel and get_peft_model work."""
     tiny_resnet(num_labels=4).save_pretrained(tmp_path / "base")
     base = AutoModelForImageClassification.from_pretrained(tmp_path / "base")  # sets base_model_name_or_path
     model = get_peft_model(base, hf_know.ProjectionConfig(modules_to_save=["classifier"], init_weights=False))
@@ -54,7 +54,7 @@ def test_saved_adapter_loads_in_a_fresh_process(tmp_path):
     code = textwrap.dedent(
         f"""
         import torch, hf_know
-        from peft import AutoPeftModel, PeftConfig, PeftModel, PeftType
+        from peft import AutoPeftModel, PeftConfig, PeftModel, PeftType, get_peft_model
         from transformers import AutoModelForImageClassification
         config = PeftConfig.from_pretrained({str(tmp_path / "adapter")!r})
         assert type(config) is hf_know.ProjectionConfig and config.peft_type is PeftType.PROJECTION
@@ -64,6 +64,9 @@ def test_saved_adapter_loads_in_a_fresh_process(tmp_path):
         assert torch.equal(model(pixel_values=io["x"]).logits, io["y"])
         auto = AutoPeftModel.from_pretrained({str(tmp_path / "adapter")!r}).eval()
         assert torch.equal(auto(pixel_values=io["x"]).logits, io["y"])
+        fresh = AutoModelForImageClassification.from_pretrained({str(tmp_path / "base")!r})
+        created = get_peft_model(fresh, hf_know.ProjectionConfig())
+        assert sum(isinstance(m, hf_know.ProjectionLayer) for m in created.modules()) == 6
         print("ok")
         """
     )
