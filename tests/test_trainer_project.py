@@ -58,6 +58,9 @@ def test_accelerate_launch_two_processes_trains_saves_and_pushes(tmp_path, hub):
         hub.state.blob_path(hub.state.repo("model", "tester/tiny-projection").resolve("main").files["README.md"].sha256)
     ).read_text()
     assert "model-projection" in card and "library_name: peft" in card
+    assert (
+        "base_model:" not in card and str(pretrained) in card
+    )  # a local base is named in the text, not as Hub metadata
 
 
 def test_script_rejects_an_adapter_without_a_pretrained_model(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from transformers import AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification, Trainer
@@ -151,18 +152,20 @@ def main(script_args, model_args, method_args, training_args) -> dict[str, float
             model.save_pretrained(tmp)
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if push:
+            base = model_args.model_name_or_path
             card = render_model_card(
                 "projection",
                 {
                     "library_name": "peft" if hasattr(model, "peft_config") else "transformers",
-                    "base_model": model_args.model_name_or_path,
+                    # Hub metadata names Hub repos only; a local folder is named in the card's text instead.
+                    "base_model": base if base and not Path(base).exists() else None,
                     "tags": ["hf-know", "model-projection", method_args.method, "image-classification"],
                     "datasets": ["sklearn-digits"],
                     "metrics": ["accuracy"],
                 },
                 model_name=hub_model_id.split("/")[-1],
                 repo_id=hub_model_id,
-                base_model=model_args.model_name_or_path or "a ResNet trained from scratch",
+                base_model=base or "a ResNet trained from scratch",
                 method=method_args.method,
                 num_projected_layers=sum(isinstance(m, hf_know.ProjectionLayer) for m in model.modules()),
                 trainable_parameters=f"{trainable:,}",
