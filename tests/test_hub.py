@@ -84,7 +84,8 @@ def test_push_folder_rejects_a_missing_folder(tmp_path):
 
 
 def test_templates_ship_in_the_wheel(tmp_path):
-    """Build the wheel, install it in a fresh venv (dependencies borrowed, not hf_know), render a card there."""
+    """Build the wheel, install it in a fresh venv (dependencies borrowed, not hf_know), render a card there and
+    find the shipped metric modules."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", REPO_ROOT],
         check=True, capture_output=True,
@@ -107,6 +108,8 @@ def test_templates_ship_in_the_wheel(tmp_path):
         assert "projection" in hub.available_templates()
         card = hub.render_model_card("projection", {CARD_DATA!r}, **{CARD_VARS!r})
         assert card.data.library_name == "peft"
+        import hf_know.metrics
+        assert hf_know.metrics.available() == ["continual_learning"]
         print("ok")
         """
     )
