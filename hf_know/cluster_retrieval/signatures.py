@@ -1,0 +1,190 @@
+"""Task signatures and parameter-free task retrieval (PROTEUS, arXiv 2603.13235, section 3).
+
+A task's signature is a Gaussian mixture fitted to the embeddings of its training inputs. At inference an input is
+routed to the task under whose signature its embedding is most likely: no parameter is learned for retrieval, so
+retrieval cannot forget. The paper fits a Dirichlet-process mixture (the number of components is inferred); a
+fixed-size mixture, k-means clusters and a single centroid are simpler signatures of the same form, for ablations.
+
+Everything here works on plain feature tensors; the PEFT model decides which embeddings to feed (layer, pooling,
+task-adapted or frozen backbone).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+SIGNATURE_TYPES = ("dpgmm", "gmm", "kmeans", "centroid")
+COVARIANCE_TYPES = ("diag", "spherical", "full")
+RETRIEVAL_RULES = ("max_loglik", "nearest_centroid", "soft")
+
+
+@dataclass
+class TaskSignature:
+    """A Gaussian mixture over a task's embeddings.
+
+    Attributes:
+        weights: [K] mixture weights (summing to 1).
+        means: [K, D] component means.
+        precision_cholesky: the Cholesky factor of each component's precision: [K, D] for diagonal and spherical
+            covariances (1 / standard deviation per dimension), [K, D, D] for full ones (sklearn's convention).
+    """
+
+    weights: torch.Tensor
+    means: torch.Tensor
+    precision_cholesky: torch.Tensor
+
+    @property
+    def feature_dim(self) -> int:
+        return self.means.shape[-1]
+
+    def log_likelihood(self, features: torch.Tensor) -> torch.Tensor:
+        """log p(x | task) for each row of `features` [N, D]; returns [N]."""
+        _check_features(features, self.feature_dim, "features")
+        x = features.to(self.means.dtype)
+        diff = x[:, None, :] - self.means[None]  # [N, K, D]
+        if self.precision_cholesky.dim() == 2:
+            scaled = diff * self.precision_cholesky[None]
+            log_det = self.precision_cholesky.log().sum(-1)
+        else:
+            scaled = torch.einsum("nkd,kde->nke", diff, self.precision_cholesky)
+            log_det = torch.diagonal(self.precision_cholesky, dim1=-2, dim2=-1).log().sum(-1)
+        log_gauss = -0.5 * scaled.pow(2).sum(-1) + log_det - 0.5 * self.feature_dim * math.log(2 * math.pi)
+        return torch.logsumexp(log_gauss + self.weights.log()[None], dim=-1)
+
+    def nearest_mean_distance(self, features: torch.Tensor) -> torch.Tensor:
+        """Squared Euclidean distance of each row of `features` to the closest component mean; returns [N]."""
+        _check_features(features, self.feature_dim, "features")
+        used = self.weights > 0
+        return torch.cdist(features.to(self.means.dtype), self.means[used]).pow(2).min(dim=-1).values
+
+
+def fit_signature(
+    features: torch.Tensor,
+    signature_type: Literal["dpgmm", "gmm", "kmeans", "centroid"] = "dpgmm",
+    max_components: int = 10,
+    covariance_type: Literal["diag", "spherical", "full"] = "diag",
+    reg_covar: float = 1e-4,
+    seed: int = 0,
+) -> TaskSignature:
+    """Fit a task signature to the embeddings `features` [N, D] of one task's training inputs.
+
+    Args:
+        signature_type: `"dpgmm"` (the paper's: a variational Dirichlet-process mixture with at most
+            `max_components` components, unused ones get ~0 weight; the signature is the plug-in mixture of its
+            posterior-mean weights, means and covariances, a proper density comparable across tasks), `"gmm"`
+            (exactly `max_components` components), `"kmeans"` (`max_components` clusters, each a Gaussian with its
+            own diagonal variance) or `"centroid"` (one Gaussian).
+        covariance_type: covariance of each component for `dpgmm` / `gmm`; `kmeans` and `centroid` are diagonal.
+        reg_covar: added to every variance, keeping the likelihood finite in directions a task does not vary in.
+    """
+    if signature_type not in SIGNATURE_TYPES:
+        raise ValueError(f"signature_type must be one of {SIGNATURE_TYPES}, got {signature_type!r}.")
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}.")
+    if max_components < 1 or reg_covar <= 0:
+        raise ValueError(f"max_components must be >= 1 and reg_covar > 0, got {max_components} and {reg_covar}.")
+    if features.dim() != 2 or features.shape[0] == 0:
+        raise ValueError(f"fit_signature needs a non-empty [N, D] feature matrix, got shape {tuple(features.shape)}.")
+    if not torch.isfinite(features).all():
+        raise ValueError("fit_signature got non-finite features (NaN or inf); check the embeddings.")
+    x = features.detach().double().cpu().numpy()
+    k = min(max_components, x.shape[0])
+    if signature_type in ("dpgmm", "gmm"):
+        from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+
+        common = dict(n_components=k, covariance_type=covariance_type, reg_covar=reg_covar, random_state=seed)
+        if signature_type == "dpgmm":
+            model = BayesianGaussianMixture(
+                weight_concentration_prior_type="dirichlet_process", max_iter=500, **common
+            ).fit(x)
+        else:
+            model = GaussianMixture(max_iter=500, **common).fit(x)
+        precision = model.precisions_cholesky_
+        if covariance_type == "spherical":
+            precision = np.repeat(precision[:, None], x.shape[1], axis=1)
+        return _signature(model.weights_, model.means_, precision)
+    if signature_type == "kmeans" and k > 1:
+        from sklearn.cluster import KMeans
+
+        labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(x)
+    else:
+        labels = np.zeros(x.shape[0], dtype=int)
+    clusters = [x[labels == c] for c in np.unique(labels)]
+    weights = np.array([len(c) for c in clusters], dtype=np.float64) / x.shape[0]
+    means = np.stack([c.mean(0) for c in clusters])
+    variances = np.stack([c.var(0) for c in clusters]) + reg_covar
+    return _signature(weights, means, 1.0 / np.sqrt(variances))
+
+
+def retrieve(
+    features: torch.Tensor | list[torch.Tensor],
+    signatures: list[TaskSignature],
+    rule: Literal["max_loglik", "nearest_centroid", "soft"] = "max_loglik",
+    temperature: float = 1.0,
+    top_k: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Route each input to a task by its embedding, with no learned parameter.
+
+    Args:
+        features: [N, D] embeddings scored against every signature (frozen-backbone retrieval), or a list of m
+            [N, D] embeddings, the t-th computed through task t's adapter (task-adapted retrieval, the paper's).
+        signatures: the m task signatures, in task order.
+        rule: `"max_loglik"` (the paper's: the task under which the input is most likely), `"nearest_centroid"`
+            (the task with the closest component mean) or `"soft"` (log-likelihoods / `temperature`, softmax over
+            the `top_k` best tasks).
+
+    Returns:
+        `(task_indices [N], scores [N, m])`. For `"soft"` the scores are routing weights (rows sum to 1, zero
+        outside the top k); otherwise they are the rule's scores (higher is better).
+    """
+    if not signatures:
+        raise ValueError("retrieve needs at least one task signature; fit one with fit_signature first.")
+    if rule not in RETRIEVAL_RULES:
+        raise ValueError(f"rule must be one of {RETRIEVAL_RULES}, got {rule!r}.")
+    per_task = features if isinstance(features, (list, tuple)) else [features] * len(signatures)
+    if len(per_task) != len(signatures):
+        raise ValueError(f"Got {len(per_task)} per-task feature matrices for {len(signatures)} signatures.")
+    if rule == "nearest_centroid":
+        scores = torch.stack([-s.nearest_mean_distance(f) for s, f in zip(signatures, per_task, strict=True)], dim=-1)
+        return scores.argmax(-1), scores
+    scores = torch.stack([s.log_likelihood(f) for s, f in zip(signatures, per_task, strict=True)], dim=-1)
+    if rule == "max_loglik":
+        return scores.argmax(-1), scores
+    if temperature <= 0 or not 1 <= top_k <= len(signatures):
+        raise ValueError(
+            f"soft retrieval needs temperature > 0 and 1 <= top_k <= {len(signatures)}, got {temperature}, {top_k}."
+        )
+    top = scores.topk(top_k, dim=-1)
+    weights = torch.zeros_like(scores).scatter_(-1, top.indices, torch.softmax(top.values / temperature, dim=-1))
+    return scores.argmax(-1), weights
+
+
+def cluster_separation(features_by_task: list[torch.Tensor]) -> float:
+    """A cluster-separation factor (the paper's delta, in spirit): the smallest distance between two tasks' mean
+    embeddings divided by the largest within-task spread (root mean squared distance to the task mean).
+    Large values mean compact, well-separated tasks, for which the paper proves retrieval becomes accurate."""
+    if len(features_by_task) < 2:
+        raise ValueError("cluster_separation needs the features of at least two tasks.")
+    means = torch.stack([f.double().mean(0) for f in features_by_task])
+    spread = max(float((f.double() - f.double().mean(0)).pow(2).sum(-1).mean().sqrt()) for f in features_by_task)
+    gaps = torch.pdist(means)
+    return float(gaps.min()) / max(spread, 1e-12)
+
+
+def _signature(weights, means, precision_cholesky) -> TaskSignature:
+    return TaskSignature(
+        *(torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in (weights, means, precision_cholesky))
+    )
+
+
+def _check_features(features: torch.Tensor, feature_dim: int, name: str) -> None:
+    if features.dim() != 2 or features.shape[-1] != feature_dim:
+        raise ValueError(
+            f"{name} has shape {tuple(features.shape)}, but the signature was fitted on {feature_dim}-dimensional "
+            f"embeddings: expected [N, {feature_dim}]."
+        )

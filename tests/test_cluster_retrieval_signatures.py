@@ -1,0 +1,120 @@
+"""Task signatures and parameter-free retrieval on synthetic task embeddings with known structure."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
+
+from hf_know.cluster_retrieval import SIGNATURE_TYPES, cluster_separation, fit_signature, retrieve
+
+D, TASKS = 16, 5
+
+
+def task_stream(separation: float, n: int = 200, seed: int = 0):
+    """Per task: a mixture of two Gaussian blobs around a task center `separation` apart from the others."""
+    generator = torch.Generator().manual_seed(seed)
+    centers = torch.randn(TASKS, D, generator=generator)
+    centers = separation * centers / centers.norm(dim=-1, keepdim=True)
+    tasks = []
+    for center in centers:
+        offsets = 0.5 * torch.randn(2, D, generator=generator)
+        blob = torch.randint(0, 2, (n,), generator=generator)
+        tasks.append(center + offsets[blob] + torch.randn(n, D, generator=generator))
+    return tasks
+
+
+def retrieval_accuracy(train, test, **kwargs) -> float:
+    signatures = [fit_signature(t, **kwargs.pop("fit", {})) for t in train]
+    features = torch.cat(test)
+    truth = torch.cat([torch.full((len(t),), i) for i, t in enumerate(test)])
+    predicted, _ = retrieve(features, signatures, **kwargs)
+    return float((predicted == truth).float().mean())
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical", "full"])
+@pytest.mark.parametrize("kind", [GaussianMixture, BayesianGaussianMixture])
+def test_log_likelihood_is_the_fitted_mixture_density(kind, covariance_type):
+    """Checked against an independent SciPy density of the mixture sklearn fitted (for the Dirichlet-process
+    mixture: its posterior-mean weights, means and covariances, a proper density comparable across tasks)."""
+    x = task_stream(3.0)[0].double()
+    signature_type = "gmm" if kind is GaussianMixture else "dpgmm"
+    signature = fit_signature(x, signature_type, max_components=3, covariance_type=covariance_type)
+    reference = kind(
+        n_components=3, covariance_type=covariance_type, reg_covar=1e-4, random_state=0, max_iter=500,
+        **({"weight_concentration_prior_type": "dirichlet_process"} if kind is BayesianGaussianMixture else {}),
+    ).fit(x.numpy())  # fmt: skip
+    to_matrix = {"full": lambda c: c, "diag": np.diag, "spherical": lambda c: c * np.eye(D)}[covariance_type]
+    covariances = [to_matrix(c) for c in reference.covariances_]
+    density = sum(
+        w * multivariate_normal(mean, cov).pdf(x.numpy())
+        for w, mean, cov in zip(reference.weights_, reference.means_, covariances, strict=True)
+    )
+    np.testing.assert_allclose(signature.log_likelihood(x).numpy(), np.log(density), rtol=1e-8)
+
+
+@pytest.mark.parametrize("signature_type", SIGNATURE_TYPES)
+@pytest.mark.parametrize("rule", ["max_loglik", "nearest_centroid", "soft"])
+def test_well_separated_tasks_are_retrieved(signature_type, rule):
+    train, test = task_stream(12.0, seed=0), task_stream(12.0, seed=0, n=400)[:]
+    test = [t[200:] for t in test]  # held-out draws of the same tasks
+    kwargs = {"top_k": 2, "temperature": 2.0} if rule == "soft" else {}
+    assert retrieval_accuracy(train, test, rule=rule, fit={"signature_type": signature_type}, **kwargs) >= 0.99
+
+
+def test_retrieval_degrades_as_clusters_overlap_and_separation_tracks_it():
+    accuracies, separations = [], []
+    for separation in (12.0, 4.0, 2.0, 0.5):
+        stream = task_stream(separation, n=400, seed=1)
+        train, test = [t[:200] for t in stream], [t[200:] for t in stream]
+        accuracies.append(retrieval_accuracy(train, test, fit={"signature_type": "dpgmm"}))
+        separations.append(cluster_separation(train))
+    # each task keeps its own blob structure, so even overlapping centers stay above chance (0.2)
+    assert accuracies == sorted(accuracies, reverse=True) and accuracies[0] >= 0.99 and accuracies[-1] < 0.8
+    assert separations == sorted(separations, reverse=True)
+
+
+def test_dpgmm_infers_the_number_of_components():
+    x = task_stream(3.0, n=600)[0]  # two blobs
+    signature = fit_signature(x, "dpgmm", max_components=10)
+    assert int((signature.weights > 0.05).sum()) <= 3 and signature.weights.sum().item() == pytest.approx(1.0)
+
+
+def test_task_adapted_features_and_soft_weights():
+    train = task_stream(12.0)
+    signatures = [fit_signature(t, "centroid") for t in train]
+    # task-adapted retrieval: one feature matrix per task; here only task 2's view makes inputs look like task 2
+    query = train[2][:10]
+    far = [query + 100.0] * TASKS
+    far[2] = query
+    predicted, _ = retrieve(far, signatures)
+    assert (predicted == 2).all()
+    predicted, weights = retrieve(query, signatures, rule="soft", top_k=2)
+    assert torch.allclose(weights.sum(-1), torch.ones(10, dtype=weights.dtype))
+    assert ((weights > 0).sum(-1) <= 2).all() and (weights.argmax(-1) == predicted).all()
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: fit_signature(torch.empty(0, D)), r"non-empty \[N, D\] feature matrix, got shape \(0, 16\)"),
+        (lambda: fit_signature(torch.full((4, D), float("nan"))), "non-finite features"),
+        (lambda: fit_signature(torch.randn(4, D), "hdbscan"), "signature_type must be one of"),
+        (lambda: fit_signature(torch.randn(4, D), covariance_type="tied"), "covariance_type must be one of"),
+        (lambda: fit_signature(torch.randn(4, D), max_components=0), "max_components must be >= 1"),
+        (
+            lambda: fit_signature(torch.randn(8, D)).log_likelihood(torch.randn(3, 8)),
+            r"fitted on 16-dimensional .* \[N, 16\]",
+        ),
+        (lambda: retrieve(torch.randn(3, D), []), "at least one task signature"),
+        (lambda: retrieve(torch.randn(3, D), [fit_signature(torch.randn(8, D))], rule="vote"), "rule must be one of"),
+        (lambda: retrieve(torch.randn(3, D), [fit_signature(torch.randn(8, D))], rule="soft", top_k=2), "top_k <= 1"),
+        (
+            lambda: retrieve([torch.randn(3, D)] * 2, [fit_signature(torch.randn(8, D))]),
+            "2 per-task feature matrices for 1",
+        ),
+    ],
+)
+def test_bad_input_is_named(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
