@@ -2,10 +2,11 @@
 
 Setting: a transformers ResNet with 3x3 convs (basic blocks) is pre-trained on sklearn's digits 0-4 (source task)
 and transferred to digits 5-9 with 5 training images per class (target task); the held-out 30% of each target
-class is the test set. The same recipe (AdamW, constant LR per method, same epochs and batch size) is used for
-every method, with 3 seeds. `projection_bn` is projection with `train_batchnorm=True` (an ablation). Also measured
-in the same run: training from scratch on the target, training step time as a ratio to full fine-tuning, training
-memory, and the forward time of the unmerged and merged projection model as a ratio to the base model.
+class is the test set. The same recipe (AdamW, same epochs and batch size, a constant learning rate chosen per
+method from one grid on a disjoint validation split) is used for every method, with 3 seeds. `projection_bn` is
+projection with `train_batchnorm=True` (an ablation). Also measured in the same run: training from scratch on the
+target, training step time as a ratio to full fine-tuning, training memory, and the forward time of the unmerged
+and merged projection model as a ratio to the base model.
 
     python benchmarks/projection.py            # writes benchmarks/results/projection.{json,md,png}
     python benchmarks/projection.py --device cuda
@@ -33,19 +34,11 @@ from hf_know.projection.recipes import apply_method, conv_module_names, prepare_
 
 RESULTS = Path(__file__).parent / "results"
 SOURCE, TARGET = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
-# One learning rate per method, as each method's users would pick it (scalar gates and low-rank factors like a
-# larger LR than full weights); every other setting is shared.
-LEARNING_RATES = {
-    "linear_probe": 1e-2,
-    "bias_only": 1e-2,
-    "ia3": 1e-2,
-    "lora": 3e-3,
-    "projection": 1e-2,
-    "full": 1e-3,
-    "projection_then_full": 1e-2,
-    "projection_bn": 1e-2,
-}
-STAGE2_LR = 1e-3
+# Every method gets its learning rate chosen from this grid on a validation split (seed 0); the rest is shared.
+LR_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+# `full` comes before `projection_then_full`, whose second stage (full fine-tuning) uses full's chosen LR.
+METHODS = ("scratch_full", "linear_probe", "bias_only", "ia3", "lora", "projection", "projection_bn", "full")
+METHODS += ("projection_then_full",)
 # Benchmark rows that are a method of `apply_method` with non-default options (ablations).
 ABLATIONS = {"projection_bn": ("projection", {"train_batchnorm": True})}
 
@@ -100,13 +93,14 @@ def load_pretrained(path: Path) -> ResNetForImageClassification:
     return ResNetForImageClassification.from_pretrained(path, num_labels=len(TARGET), ignore_mismatched_sizes=True)
 
 
-def run_method(method: str, pretrained: Path, target, seed: int, epochs: float, device: str) -> dict:
+def run_method(method: str, lr: float, pretrained: Path, data, seed: int, epochs: float, device: str, stage2_lr=None):
+    """Train `method` on data["train"] at learning rate `lr`; return accuracy on data["test"] and the size."""
     transformers.set_seed(seed)
-    model = prepare(load_pretrained(pretrained), method)
+    model = resnet(len(TARGET)) if method == "scratch_full" else prepare(load_pretrained(pretrained), method)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    accuracy = fit(model, target, LEARNING_RATES[method], epochs, seed, device)
+    accuracy = fit(model, data, lr, epochs, seed, device)
     if method == "projection_then_full":
-        accuracy = fit(prepare_full_finetuning(model), target, STAGE2_LR, epochs, seed, device)
+        accuracy = fit(prepare_full_finetuning(model), data, stage2_lr, epochs, seed, device)
     return {"accuracy": accuracy, "trainable_parameters": trainable}
 
 
@@ -224,31 +218,42 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=60)
     parser.add_argument("--pretrain-epochs", type=float, default=20)
     parser.add_argument("--train-per-class", type=int, default=5)
+    parser.add_argument("--validation-per-class", type=int, default=50)
     parser.add_argument("--output", type=Path, default=RESULTS / "projection")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     started = time.time()
 
     source = load_digits_dataset(SOURCE)
-    target = load_digits_dataset(TARGET, train_per_class=args.train_per_class)
+    target = load_digits_dataset(
+        TARGET, train_per_class=args.train_per_class, validation_per_class=args.validation_per_class
+    )
+    validation = {"train": target["train"], "test": target["validation"]}
     pretrained, source_accuracy = pretrain(source, args.pretrain_epochs, args.device)
     print(f"pre-trained on digits {SOURCE}: source test accuracy {source_accuracy:.4f}", flush=True)
 
-    runs: dict[str, list[dict]] = {"scratch_full": []}
+    chosen, validation_accuracy = {}, {}
+    for method in METHODS:
+        stage2 = chosen.get("full")
+        validation_accuracy[method] = {
+            lr: run_method(method, lr, pretrained, validation, 0, args.epochs, args.device, stage2)["accuracy"]
+            for lr in LR_GRID
+        }
+        chosen[method] = max(LR_GRID, key=lambda lr: (validation_accuracy[method][lr], -lr))  # ties: smaller LR
+        print(f"{method}: validation {validation_accuracy[method]} -> lr {chosen[method]}", flush=True)
+
+    runs: dict[str, list[dict]] = {method: [] for method in METHODS}
     for seed in args.seeds:
-        transformers.set_seed(seed)
-        scratch = resnet(len(TARGET))
-        acc = fit(scratch, target, LEARNING_RATES["full"], args.epochs, seed, args.device)
-        runs["scratch_full"].append(
-            {"accuracy": acc, "trainable_parameters": sum(p.numel() for p in scratch.parameters())}
-        )
-        for method in LEARNING_RATES:
-            runs.setdefault(method, []).append(run_method(method, pretrained, target, seed, args.epochs, args.device))
-            print(f"seed {seed} {method}: {runs[method][-1]}", flush=True)
+        for method in METHODS:
+            result = run_method(
+                method, chosen[method], pretrained, target, seed, args.epochs, args.device, chosen["full"]
+            )
+            runs[method].append(result)
+            print(f"seed {seed} {method}: {result}", flush=True)
 
     accuracy = {m: summarize([r["accuracy"] for r in rs]) for m, rs in runs.items()}
     trainable = {m: rs[0]["trainable_parameters"] for m, rs in runs.items()}
-    cost = {m: step_cost(m, pretrained, args.device) for m in LEARNING_RATES}
+    cost = {m: step_cost(m, pretrained, args.device) for m in METHODS if m != "scratch_full"}
     full_step = cost["full"]["step_seconds"]
     for m in cost:
         cost[m]["step_ratio_to_full"] = cost[m]["step_seconds"] / full_step
@@ -279,8 +284,12 @@ def main() -> None:
             "epochs": args.epochs,
             "batch_size": 16,
             "optimizer": "AdamW, constant LR, no weight decay",
-            "learning_rates": LEARNING_RATES,
-            "stage2_learning_rate": STAGE2_LR,
+            "validation_task": f"{args.validation_per_class} further training-pool images per class, disjoint from "
+            "train and test",
+            "learning_rate_grid": LR_GRID,
+            "learning_rates": chosen,
+            "validation_accuracy": {m: {str(lr): a for lr, a in v.items()} for m, v in validation_accuracy.items()},
+            "stage2_learning_rate": chosen["full"],
             "seeds": args.seeds,
         },
         "machine": {
@@ -318,16 +327,18 @@ def render_markdown(result: dict) -> str:
         "",
         f"Source: {s['source_task']} (test accuracy {s['source_test_accuracy']:.4f}). Target: {s['target_task']}.",
         f"Model: {s['model']}. {s['optimizer']}, {s['epochs']} epochs, batch {s['batch_size']}, seeds {s['seeds']}.",
+        f"Learning rate: chosen per method from {list(s['learning_rate_grid'])} by validation accuracy (seed 0) on "
+        f"{s['validation_task']}; projection_then_full's second stage uses full's ({s['stage2_learning_rate']}).",
         f"Machine: {result['machine']}. Versions: {result['versions']}.",
         "",
-        "| method | accuracy (mean ± std) | trainable params | step time / full FT | training memory (MB) | LR |",
+        "| method | test accuracy (mean ± std) | trainable params | step time / full FT | training memory (MB) | LR |",
         "|---|---|---|---|---|---|",
     ]
     for method, a in result["accuracy"].items():
         cost = result["step_cost"].get(method)
         step = f"{cost['step_ratio_to_full']:.2f}" if cost else "-"
         memory = f"{cost['memory_mb']:.1f}" if cost else "-"
-        lr = s["learning_rates"].get(method, s["learning_rates"]["full"])
+        lr = s["learning_rates"][method]
         lines.append(
             f"| {method} | {100 * a['mean']:.2f} ± {100 * a['std']:.2f} | "
             f"{result['trainable_parameters'][method]:,} | {step} | {memory} | {lr} |"
