@@ -382,14 +382,14 @@ def plot(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, a in result["accuracy"].items():
         n = result["trainable_parameters"][method]
-        ax.errorbar(n, 100 * a["mean"], yerr=100 * a["std"], fmt="o", capsize=3)
-        ax.annotate(method, (n, 100 * a["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.errorbar(n, 100 * a["mean"], yerr=100 * a["std"], fmt="o", capsize=3, label=method)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("target test accuracy (%)")
     per_class = result["setting"]["train_per_class"]
     ax.set_title(f"Digits 0-4 -> 5-9 transfer, {per_class} images/class, mean ± std over seeds")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
