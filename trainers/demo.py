@@ -33,7 +33,7 @@ def run_recipe(name: str, *overrides: str) -> dict:
     return project_main(*args)
 
 
-def test_accuracy(model, classes) -> float:
+def accuracy_on_test_split(model, classes) -> float:
     test = load_digits_dataset(classes)["test"][:]
     with torch.no_grad():
         logits = model.eval()(pixel_values=test["pixel_values"]).logits
@@ -51,8 +51,8 @@ def projection_demo(work: Path) -> dict:
     card = ModelCard.load(repo_id)
     base = AutoModelForImageClassification.from_pretrained(pretrained, num_labels=5, ignore_mismatched_sizes=True)
     pulled = PeftModel.from_pretrained(base, repo_id)
-    pulled_accuracy = test_accuracy(pulled, range(5, 10))
-    merged_accuracy = test_accuracy(pulled.merge_and_unload(), range(5, 10))
+    pulled_accuracy = accuracy_on_test_split(pulled, range(5, 10))
+    merged_accuracy = accuracy_on_test_split(pulled.merge_and_unload(), range(5, 10))
     if abs(pulled_accuracy - target["eval_accuracy"]) > 1e-6 or abs(merged_accuracy - pulled_accuracy) > 1e-6:
         raise RuntimeError(
             f"Pulled ({pulled_accuracy}) / merged ({merged_accuracy}) accuracy differs from the trained adapter's "

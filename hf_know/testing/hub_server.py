@@ -122,9 +122,8 @@ class HubState:
                 raise HubError(409, f"You already created this {repo_type} repo: {repo_id}")
             repo = Repo(repo_id, repo_type)
             attributes = "".join(f"{pattern} filter=lfs diff=lfs merge=lfs -text\n" for pattern in LFS_PATTERNS)
-            initial = self._make_commit(repo, None, "initial commit", "", {})
-            initial.files[".gitattributes"] = self._store_regular(attributes.encode())
-            repo.branches["main"] = initial.oid
+            files = {".gitattributes": self._store_regular(attributes.encode())}
+            repo.branches["main"] = self._make_commit(repo, None, "initial commit", "", files).oid
             self.repos[(repo_type, repo_id)] = repo
             return repo
 
