@@ -4,8 +4,17 @@ Importing this package registers its PEFT methods with the installed PEFT, so th
 `PeftModel.from_pretrained` and `AutoPeftModel*` know them.
 """
 
+from .cluster_retrieval import ClusterRetrievalAdapterConfig, ClusterRetrievalModel
 from .projection import ProjectionConfig, ProjectionLayer, ProjectionModel, prepare_full_finetuning
 
 __version__ = "0.1.0"
 
-__all__ = ["ProjectionConfig", "ProjectionLayer", "ProjectionModel", "__version__", "prepare_full_finetuning"]
+__all__ = [
+    "ClusterRetrievalAdapterConfig",
+    "ClusterRetrievalModel",
+    "ProjectionConfig",
+    "ProjectionLayer",
+    "ProjectionModel",
+    "__version__",
+    "prepare_full_finetuning",
+]

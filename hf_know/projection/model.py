@@ -10,6 +10,7 @@ from peft.utils import ModulesToSaveWrapper
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from .._adapter_loading import ShapeCheckedLoadMixin
 from .config import ALL_CONV, ProjectionConfig
 from .layer import LAYER_CLASSES, ProjectionLayer
 
@@ -17,7 +18,7 @@ from .layer import LAYER_CLASSES, ProjectionLayer
 _WRAPPER_INTERNALS = ("base_layer", "original_module", "modules_to_save")
 
 
-class ProjectionModel(BaseTuner):
+class ProjectionModel(ShapeCheckedLoadMixin, BaseTuner):
     """Wraps the conv layers of a model in projected convs (see [`ProjectionConfig`]).
 
     Create it through `peft.get_peft_model(model, ProjectionConfig())` after `import hf_know`. Targets are found by
@@ -169,25 +170,6 @@ class ProjectionModel(BaseTuner):
                 + ", ".join(broken)
                 + ". Expected finite gammas; check the training run that produced them."
             )
-
-    @classmethod
-    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
-        """Map checkpoint keys to the model and reject tensors whose shapes do not fit it, naming each one."""
-        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
-        expected = model.state_dict()
-        mismatches = [
-            f"{key}: adapter {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
-            for key, value in remapped.items()
-            if key in expected and expected[key].shape != value.shape
-        ]
-        if mismatches:
-            raise ValueError(
-                f"Adapter {adapter_name!r} does not fit this base model: {len(mismatches)} tensor(s) have other "
-                "shapes than the model's (it was trained on a model with different conv or head shapes): "
-                + "; ".join(mismatches[:10])
-                + (" ..." if len(mismatches) > 10 else "")
-            )
-        return remapped
 
 
 def _is_wrapper_internal(name: str) -> bool:

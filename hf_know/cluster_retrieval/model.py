@@ -1,0 +1,490 @@
+"""The PEFT tuner for PROTEUS continual fine-tuning: tasks, signatures, retrieval and routed forward passes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import contextmanager
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+from torch import nn
+from tqdm.auto import tqdm
+from transformers.utils import ModelOutput
+
+from .._adapter_loading import ShapeCheckedLoadMixin
+from .layer import ClusterRetrievalLayer, Linear, Routing
+from .signatures import TaskSignature, fit_signature, retrieve
+
+# Keyword arguments that are model inputs with a batch dimension, in the order they are looked for.
+_BATCHED_INPUTS = ("input_ids", "inputs_embeds", "pixel_values", "input_values", "input_features")
+
+
+class SignatureBuffers(nn.Module):
+    """One task's signature as persistent buffers, padded to `max_components` (padding components weigh 0)."""
+
+    def __init__(self, max_components: int, feature_dim: int, full_covariance: bool) -> None:
+        super().__init__()
+        precision_shape = (
+            (max_components, feature_dim, feature_dim) if full_covariance else (max_components, feature_dim)
+        )
+        self.register_buffer("weights", torch.zeros(max_components, dtype=torch.float64))
+        self.register_buffer("means", torch.zeros(max_components, feature_dim, dtype=torch.float64))
+        self.register_buffer("precision_cholesky", torch.zeros(precision_shape, dtype=torch.float64))
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.weights.sum() > 0)
+
+    def store(self, signature: TaskSignature) -> None:
+        k = signature.weights.shape[0]
+        self.weights.zero_()
+        self.means.zero_()
+        self.precision_cholesky.fill_(1.0)
+        self.weights[:k] = signature.weights
+        self.means[:k] = signature.means
+        self.precision_cholesky[:k] = signature.precision_cholesky
+
+    def signature(self) -> TaskSignature:
+        return TaskSignature(self.weights, self.means, self.precision_cholesky)
+
+
+class _EmbeddingReady(Exception):
+    """Raised by the feature hook to stop an embedding pass once the feature layer has run."""
+
+    def __init__(self, hidden: torch.Tensor) -> None:
+        self.hidden = hidden
+
+
+class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
+    """PROTEUS (arXiv 2603.13235) as a PEFT tuner; see [`ClusterRetrievalAdapterConfig`].
+
+    Create it with `get_peft_model(model, ClusterRetrievalAdapterConfig(...))` after `import hf_know`, then per task:
+    `add_task(name)`, train (any trainer; the composition and orthogonality penalties are added to `outputs.loss`
+    in training mode), `fit_signature(name, dataloader)`. Routing of every forward pass:
+
+    - `adapter_names=[...]` (PEFT's per-sample argument) with task names or indices: those tasks (oracle ids);
+    - otherwise, in training mode: the newest task, the one being trained;
+    - otherwise (evaluation): each sample's task is retrieved from the signatures, with no task id.
+
+    Example:
+
+        ```py
+        >>> import hf_know
+        >>> from peft import get_peft_model
+        >>> model = get_peft_model(bert_classifier, hf_know.ClusterRetrievalAdapterConfig(target_modules=["query", "value", "classifier"]))
+        >>> model.add_task("news"); train(model, news); model.fit_signature("news", news_loader)
+        >>> model.add_task("reviews"); train(model, reviews); model.fit_signature("reviews", reviews_loader)
+        >>> tasks, scores = model.retrieve(**batch)
+        >>> logits = model(**batch).logits  # each sample through its retrieved task's module
+        ```
+    """
+
+    prefix: str = "cr_"
+    tuner_layer_cls = ClusterRetrievalLayer
+    target_module_mapping = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    def __init__(self, model, config, adapter_name, low_cpu_mem_usage: bool = False, state_dict=None) -> None:
+        self.routing = Routing()
+        self.cr_signatures = None  # filled per adapter in `inject_adapter`, after nn.Module.__init__
+        self._requested_tasks = None
+        self._embedding_pass = False
+        self._adapters_enabled = True
+        super().__init__(model, config, adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
+        self._hooks = [
+            self.model.register_forward_pre_hook(self._route, with_kwargs=True),
+            self.model.register_forward_hook(self._add_regularization),
+        ]
+
+    # ----------------------------------------------------------------------------------------------------------
+    # PEFT tuner plumbing
+
+    def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
+        if isinstance(target, ClusterRetrievalLayer):
+            target.update_layer(adapter_name, peft_config, inference_mode=peft_config.inference_mode)
+            return
+        base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
+        if not isinstance(base, nn.Linear):
+            raise TypeError(
+                f"ClusterRetrievalAdapterConfig.target_modules matches {current_key!r}, a {type(base).__name__}, "
+                "but the method adapts nn.Linear layers only (attention projections, MLPs, classifier heads)."
+            )
+        new_module = Linear(target, adapter_name, peft_config, self.routing)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)
+        self._replace_module(parent, target_name, new_module, target)
+
+    def inject_adapter(self, model, adapter_name, *args, **kwargs) -> None:
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
+        if self.cr_signatures is None:
+            self.cr_signatures = nn.ModuleDict()
+        self.cr_signatures[adapter_name] = nn.ModuleDict()
+        self._add_signature_slots(adapter_name)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        del self.cr_signatures[adapter_name]
+
+    def _enable_adapter_layers(self, enabled: bool = True) -> None:
+        self._adapters_enabled = enabled
+        super()._enable_adapter_layers(enabled)
+
+    def _unload_and_optionally_merge(self, *args, **kwargs):
+        model = super()._unload_and_optionally_merge(*args, **kwargs)
+        for hook in self._hooks:
+            hook.remove()
+        return model
+
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        key = super()._remove_adapter_name_from_key(key, adapter_name)
+        return key.replace(f"cr_signatures.{adapter_name}.", "cr_signatures.", 1)
+
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        """Receive PEFT's per-sample `adapter_names` (here: task names or indices) for the next forward pass."""
+        self._requested_tasks = kwargs.get("adapter_names")
+        try:
+            yield
+        finally:
+            self._requested_tasks = None
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Tasks and signatures
+
+    @property
+    def _adapter(self) -> str:
+        return self.active_adapters[0]
+
+    @property
+    def task_names(self) -> list[str]:
+        """The active adapter's tasks, in the order they were added."""
+        return list(self.peft_config[self._adapter].task_names)
+
+    def _layers(self, adapter: str) -> list[ClusterRetrievalLayer]:
+        return [m for m in self.model.modules() if isinstance(m, ClusterRetrievalLayer) and adapter in m.cr_A]
+
+    def add_task(self, name: str, adapter_name: str | None = None) -> None:
+        """Start task `name`: freeze every earlier task and add a fresh low-rank pair (+ composition coefficients).
+
+        The new task is the only trainable part of the adapter (plus `modules_to_save`), so earlier tasks stay
+        bit-identical while it trains.
+        """
+        adapter = adapter_name or self._adapter
+        config = self.peft_config[adapter]
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"A task name must be a non-empty string without '.', got {name!r}.")
+        if name in config.task_names:
+            raise ValueError(
+                f"Duplicate task name {name!r}: adapter {adapter!r} already has tasks {config.task_names}."
+            )
+        config.task_names.append(name)
+        for layer in self._layers(adapter):
+            layer.add_task(adapter, name)
+        self._add_signature_slots(adapter)
+
+    def _add_signature_slots(self, adapter: str) -> None:
+        """Create zeroed signature buffers for tasks that have none yet, once the embedding size is known."""
+        config = self.peft_config[adapter]
+        if config.feature_dim is None:
+            return
+        full = config.covariance_type == "full" and config.signature_type in ("dpgmm", "gmm")
+        device = next(self.model.parameters()).device
+        for task in config.task_names:
+            if task not in self.cr_signatures[adapter]:
+                slots = SignatureBuffers(config.max_components, config.feature_dim, full)
+                self.cr_signatures[adapter][task] = slots.to(device)
+
+    def set_signature(self, name: str, signature: TaskSignature, adapter_name: str | None = None) -> None:
+        """Store `signature` as task `name`'s (e.g. one fitted outside with `hf_know.cluster_retrieval.fit_signature`)."""
+        adapter = adapter_name or self._adapter
+        config = self.peft_config[adapter]
+        self._task_index(adapter, name)
+        if config.feature_dim is None:
+            config.feature_dim = signature.feature_dim
+            self._add_signature_slots(adapter)
+        slots = self.cr_signatures[adapter][name]
+        expected = (config.max_components, config.feature_dim, *slots.precision_cholesky.shape[2:])
+        got = (signature.weights.shape[0], signature.feature_dim, *signature.precision_cholesky.shape[2:])
+        if signature.feature_dim != config.feature_dim or got[0] > expected[0] or got[2:] != expected[2:]:
+            raise ValueError(
+                f"The signature for task {name!r} has {got[0]} components over {signature.feature_dim}-dimensional "
+                f"features (precision {tuple(signature.precision_cholesky.shape)}), but this model's embeddings "
+                f"are {config.feature_dim}-dimensional (feature_layer={config.feature_layer}, pooling="
+                f"{config.pooling!r}) and it stores at most {config.max_components} components with "
+                f"{'full' if len(expected) == 3 else 'diagonal'} precisions."
+            )
+        slots.store(signature)
+
+    def signature(self, name: str, adapter_name: str | None = None) -> TaskSignature | None:
+        """Task `name`'s signature, or None if none was fitted yet."""
+        adapter = adapter_name or self._adapter
+        self._task_index(adapter, name)
+        slots = self.cr_signatures[adapter][name] if name in self.cr_signatures[adapter] else None
+        return slots.signature() if slots is not None and slots.fitted else None
+
+    @torch.no_grad()
+    def fit_signature(self, name: str, dataloader, adapter_name: str | None = None) -> TaskSignature:
+        """Embed every batch of `dataloader` (dicts of model inputs; labels are ignored) and fit task `name`'s
+        signature on the embeddings. Through the task's own module for `retrieval_space="task_adapted"`."""
+        adapter = adapter_name or self._adapter
+        config = self.peft_config[adapter]
+        index = self._task_index(adapter, name)
+        tasks = [index] if config.retrieval_space == "task_adapted" else None
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            features = [
+                self._embed(adapter, (), self._as_inputs(batch, name), tasks)[0]
+                for batch in tqdm(dataloader, desc=f"signature of {name!r}", leave=False)
+            ]
+        finally:
+            self.model.train(was_training)
+        if not features:
+            raise ValueError(f"fit_signature({name!r}) got an empty dataloader: no batch to embed.")
+        signature = fit_signature(
+            torch.cat(features),
+            config.signature_type,
+            max_components=config.max_components,
+            covariance_type=config.covariance_type,
+            reg_covar=config.reg_covar,
+        )
+        self.set_signature(name, signature, adapter)
+        return signature
+
+    def _task_index(self, adapter: str, task: str) -> int:
+        tasks = self.peft_config[adapter].task_names
+        if task not in tasks:
+            raise ValueError(f"Unknown task {task!r}: adapter {adapter!r} has tasks {tasks}; add it with add_task.")
+        return tasks.index(task)
+
+    def _as_inputs(self, batch, name: str) -> dict:
+        if not isinstance(batch, Mapping):
+            raise TypeError(
+                f"fit_signature({name!r}) needs batches that are dicts of model inputs (what transformers' data "
+                f"collators yield), got a {type(batch).__name__}."
+            )
+        device = next(self.model.parameters()).device
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Retrieval and routing
+
+    @torch.no_grad()
+    def retrieve(self, *args, adapter_name: str | None = None, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Retrieve each input's task from the signatures: `(task_indices [B], scores [B, m])`.
+
+        Scores are the retrieval rule's (log-likelihoods, or minus squared distances; routing weights for
+        `"soft"`), with -inf (0 for `"soft"`) for tasks that have no signature yet.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._retrieve(adapter_name or self._adapter, args, inputs)
+        finally:
+            self.model.train(was_training)
+
+    def _retrieve(self, adapter: str, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        config = self.peft_config[adapter]
+        fitted = [i for i, task in enumerate(config.task_names) if self.signature(task, adapter) is not None]
+        if not fitted:
+            raise ValueError(
+                f"No task of adapter {adapter!r} has a signature yet (tasks: {config.task_names}), so inputs "
+                "cannot be routed without task ids: call fit_signature(task, dataloader) after training a task, "
+                "or pass adapter_names=[...] with each sample's task."
+            )
+        space = fitted if config.retrieval_space == "task_adapted" else None
+        with torch.no_grad():
+            features = self._embed(adapter, args, kwargs, space)
+        signatures = [self.signature(config.task_names[i], adapter) for i in fitted]
+        found, scores = retrieve(
+            features if space else features[0],
+            signatures,
+            rule=config.retrieval_rule,
+            temperature=config.retrieval_temperature,
+            top_k=min(config.top_k, len(fitted)),
+        )
+        index = torch.tensor(fitted, device=found.device)
+        fill = 0.0 if config.retrieval_rule == "soft" else float("-inf")
+        full = scores.new_full((scores.shape[0], len(config.task_names)), fill)
+        full[:, index] = scores
+        return index[found], full
+
+    def _routing_weights(
+        self, adapter: str, module: nn.Module, args: tuple, kwargs: dict, requested
+    ) -> torch.Tensor | None:
+        config = self.peft_config[adapter]
+        m = len(config.task_names)
+        if m == 0:
+            return None
+        batch = _batch_size(args, kwargs)
+        device = next(self.model.parameters()).device
+        if requested is not None:
+            ids = self._resolve_tasks(adapter, requested, batch)
+            return nn.functional.one_hot(ids.to(device), m).float()
+        if module.training:
+            return torch.zeros(batch, m, device=device).index_fill_(1, torch.tensor([m - 1], device=device), 1.0)
+        previous = (self.routing.weights or {}).get(adapter)
+        if _continues_generation(kwargs) and previous is not None and previous.shape[0] == batch:
+            return previous  # a decoding step after the prompt: keep the prompt's routing
+        found, scores = self._retrieve(adapter, args, kwargs)
+        if config.retrieval_rule == "soft":
+            return scores.float()
+        return nn.functional.one_hot(found, m).float()
+
+    def _resolve_tasks(self, adapter: str, requested, batch: int) -> torch.Tensor:
+        tasks = self.peft_config[adapter].task_names
+        values = requested.tolist() if torch.is_tensor(requested) else list(requested)
+        if len(values) != batch:
+            raise ValueError(f"adapter_names has {len(values)} entries for a batch of {batch}: give one per sample.")
+        ids = []
+        for value in values:
+            if isinstance(value, str):
+                ids.append(self._task_index(adapter, value))
+            elif isinstance(value, int) and 0 <= value < len(tasks):
+                ids.append(value)
+            else:
+                raise ValueError(
+                    f"Task id {value!r} is out of range: adapter {adapter!r} has {len(tasks)} tasks {tasks}; "
+                    f"expected a task name or an index in [0, {len(tasks) - 1}]."
+                )
+        return torch.tensor(ids)
+
+    def _route(self, module: nn.Module, args: tuple, kwargs: dict):
+        """Forward pre-hook on the wrapped model: set every sample's routing weights before the layers run."""
+        # `adapter_names` reaches the wrapped model itself when the tuner is called directly, not via PeftModel
+        requested = kwargs.pop("adapter_names", None)
+        requested = self._requested_tasks if requested is None else requested
+        if self._embedding_pass or not self._adapters_enabled:
+            return args, kwargs
+        self.routing.weights = {
+            adapter: weights
+            for adapter in self.active_adapters
+            if (weights := self._routing_weights(adapter, module, args, kwargs, requested)) is not None
+        }
+        return args, kwargs
+
+    def regularization_loss(self) -> torch.Tensor:
+        """The training task's composition (L1, L2) and orthogonality penalties, averaged over layers.
+
+        Added to `outputs.loss` automatically in training mode; call it yourself only if you compute the loss
+        outside the model (no `labels` passed)."""
+        device = next(self.model.parameters()).device
+        total = torch.zeros((), device=device)
+        for adapter in self.active_adapters:
+            config = self.peft_config[adapter]
+            layers = self._layers(adapter)
+            if len(config.task_names) < 2 or not layers:
+                continue
+            l1, l2, ortho = (torch.stack(terms).mean() for terms in zip(*(la.regularization(adapter) for la in layers)))
+            total = total + config.composition_l1 * l1 + config.composition_l2 * l2
+            if config.ortho_mode == "penalty":
+                total = total + config.ortho_lambda * ortho
+        return total
+
+    def _add_regularization(self, module: nn.Module, args: tuple, output):
+        """Forward hook: in training mode, add the penalties to the model's loss, so any trainer applies them."""
+        if self._embedding_pass or not module.training or not isinstance(output, ModelOutput):
+            return output
+        if output.get("loss") is not None:
+            output["loss"] = output["loss"] + self.regularization_loss()
+        return output
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Embeddings
+
+    def _blocks(self) -> nn.ModuleList:
+        """The model's stack of blocks (transformer layers, CNN stages): the first ModuleList of identical modules."""
+        for module in self.model.modules():
+            if isinstance(module, nn.ModuleList) and len(module) and len({type(b) for b in module}) == 1:
+                return module
+        raise ValueError(
+            f"Cannot find the block stack (an nn.ModuleList of layers) of {type(self.model).__name__}, so "
+            "feature_layer cannot be located; retrieval needs a transformers-style model."
+        )
+
+    def _embed(self, adapter: str, args: tuple, kwargs: dict, tasks: list[int] | None) -> list[torch.Tensor]:
+        """Pooled embeddings at `feature_layer`: one [B, D] per task in `tasks` (the batch goes through each task's
+        module, all copies in one forward pass), or a single one through the frozen backbone if `tasks` is None."""
+        config = self.peft_config[adapter]
+        blocks = self._blocks()
+        depth = len(blocks)
+        if not -(depth + 1) <= config.feature_layer <= depth:
+            raise ValueError(
+                f"feature_layer={config.feature_layer} is out of range for a model with {depth} blocks: expected "
+                f"an index in [{-(depth + 1)}, {depth}] (0 = embeddings output, {depth} or -1 = last block)."
+            )
+        layer = config.feature_layer % (depth + 1)
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("labels", "adapter_names")}
+        batch = _batch_size(args, kwargs)
+        copies = len(tasks) if tasks else 1
+        if copies > 1:
+            args = tuple(_repeat(v, copies, batch) for v in args)
+            kwargs = {k: _repeat(v, copies, batch) for k, v in kwargs.items()}
+        m = len(config.task_names)
+        device = next(self.model.parameters()).device
+        weights = {}
+        if tasks:
+            ids = torch.tensor(tasks, device=device).repeat_interleave(batch)
+            weights = {adapter: nn.functional.one_hot(ids, m).float()}
+
+        def before_block(module, hook_args, hook_kwargs):  # hidden state `layer` is block `layer`'s input
+            raise _EmbeddingReady(hook_args[0] if hook_args else hook_kwargs["hidden_states"])
+
+        def after_last_block(module, hook_args, output):
+            raise _EmbeddingReady(output[0] if isinstance(output, (tuple, list)) else output)
+
+        if layer < depth:
+            handle = blocks[layer].register_forward_pre_hook(before_block, with_kwargs=True)
+        else:
+            handle = blocks[-1].register_forward_hook(after_last_block)
+        saved, self.routing.weights, self._embedding_pass = self.routing.weights, weights, True
+        try:
+            self.model(*args, **kwargs)
+        except _EmbeddingReady as ready:
+            hidden = ready.hidden
+        else:
+            raise RuntimeError("The feature layer did not run during the embedding pass.")
+        finally:
+            handle.remove()
+            self.routing.weights, self._embedding_pass = saved, False
+        pooled = _pool(hidden, kwargs.get("attention_mask"), config.pooling)
+        if config.feature_normalize:
+            pooled = nn.functional.normalize(pooled.float(), dim=-1)
+        return list(pooled.float().split(batch))
+
+
+def _batch_size(args: tuple, kwargs: dict) -> int:
+    for value in (*args, *(kwargs.get(k) for k in _BATCHED_INPUTS), *kwargs.values()):
+        if torch.is_tensor(value) and value.dim() > 0:
+            return value.shape[0]
+    raise ValueError("Cannot route a forward pass with no batched tensor input (input_ids, pixel_values, ...).")
+
+
+def _repeat(value, copies: int, batch: int):
+    if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == batch:
+        return value.repeat(copies, *([1] * (value.dim() - 1)))
+    return value
+
+
+def _continues_generation(kwargs: dict) -> bool:
+    cache = kwargs.get("past_key_values")
+    return cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() > 0
+
+
+def _pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """[B, T, D] token states (or [B, C, *spatial] conv maps) to [B, D]."""
+    if hidden.dim() > 3 or hidden.dim() == 2:
+        return hidden.flatten(2).mean(-1) if hidden.dim() > 3 else hidden
+    mask = attention_mask if attention_mask is not None and attention_mask.shape == hidden.shape[:2] else None
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "last_token":
+        if mask is None:
+            return hidden[:, -1]
+        last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    if mask is None:
+        return hidden.mean(1)
+    mask = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
