@@ -72,7 +72,8 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
         ```py
         >>> import hf_know
         >>> from peft import get_peft_model
-        >>> model = get_peft_model(bert_classifier, hf_know.ClusterRetrievalAdapterConfig(target_modules=["query", "value", "classifier"]))
+        >>> config = hf_know.ClusterRetrievalAdapterConfig(target_modules=["query", "value", "classifier"])
+        >>> model = get_peft_model(bert_classifier, config)
         >>> model.add_task("news"); train(model, news); model.fit_signature("news", news_loader)
         >>> model.add_task("reviews"); train(model, reviews); model.fit_signature("reviews", reviews_loader)
         >>> tasks, scores = model.retrieve(**batch)
@@ -98,6 +99,17 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
 
     # ----------------------------------------------------------------------------------------------------------
     # PEFT tuner plumbing
+
+    def _prepare_adapter_config(self, peft_config, model_config):
+        """Default targets as LoRA's; a module that is both targeted and in `modules_to_save` (PEFT adds the head
+        to `modules_to_save` for `task_type="SEQ_CLS"`) is targeted: one update per task instead of a shared copy
+        that every new task would overwrite."""
+        peft_config = super()._prepare_adapter_config(peft_config, model_config)
+        if isinstance(peft_config.target_modules, set) and peft_config.modules_to_save:
+            peft_config.modules_to_save = [
+                m for m in peft_config.modules_to_save if m not in peft_config.target_modules
+            ]
+        return peft_config
 
     def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
         if isinstance(target, ClusterRetrievalLayer):
@@ -196,7 +208,7 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
                 self.cr_signatures[adapter][task] = slots.to(device)
 
     def set_signature(self, name: str, signature: TaskSignature, adapter_name: str | None = None) -> None:
-        """Store `signature` as task `name`'s (e.g. one fitted outside with `hf_know.cluster_retrieval.fit_signature`)."""
+        """Store `signature` as task `name`'s, e.g. one fitted with `hf_know.cluster_retrieval.fit_signature`."""
         adapter = adapter_name or self._adapter
         config = self.peft_config[adapter]
         self._task_index(adapter, name)
@@ -220,8 +232,9 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
         """Task `name`'s signature, or None if none was fitted yet."""
         adapter = adapter_name or self._adapter
         self._task_index(adapter, name)
-        slots = self.cr_signatures[adapter][name] if name in self.cr_signatures[adapter] else None
-        return slots.signature() if slots is not None and slots.fitted else None
+        if name not in self.cr_signatures[adapter] or not self.cr_signatures[adapter][name].fitted:
+            return None
+        return self.cr_signatures[adapter][name].signature()
 
     @torch.no_grad()
     def fit_signature(self, name: str, dataloader, adapter_name: str | None = None) -> TaskSignature:
@@ -376,7 +389,8 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
             layers = self._layers(adapter)
             if len(config.task_names) < 2 or not layers:
                 continue
-            l1, l2, ortho = (torch.stack(terms).mean() for terms in zip(*(la.regularization(adapter) for la in layers)))
+            terms = [layer.regularization(adapter) for layer in layers]
+            l1, l2, ortho = (torch.stack(column).mean() for column in zip(*terms, strict=True))
             total = total + config.composition_l1 * l1 + config.composition_l2 * l2
             if config.ortho_mode == "penalty":
                 total = total + config.ortho_lambda * ortho
@@ -415,7 +429,10 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
                 f"an index in [{-(depth + 1)}, {depth}] (0 = embeddings output, {depth} or -1 = last block)."
             )
         layer = config.feature_layer % (depth + 1)
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("labels", "adapter_names")}
+        # labels are not needed, and a generation cache must not see the embedding pass
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("labels", "adapter_names", "past_key_values")}
+        if "use_cache" in kwargs:
+            kwargs["use_cache"] = False
         batch = _batch_size(args, kwargs)
         copies = len(tasks) if tasks else 1
         if copies > 1:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import ResNetConfig, ResNetForImageClassification
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    LlamaConfig,
+    LlamaForCausalLM,
+    ResNetConfig,
+    ResNetForImageClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
 
 def tiny_resnet(num_labels: int = 10, num_channels: int = 1, width: int = 8) -> ResNetForImageClassification:
@@ -45,3 +54,44 @@ class TinyCNN(nn.Module):
 def tiny_cnn(num_labels: int = 3) -> TinyCNN:
     """A `TinyCNN` taking inputs of shape [B, 2, H, W]."""
     return TinyCNN(num_labels)
+
+
+def tiny_bert(num_labels: int = 4, vocab_size: int = 100, hidden_size: int = 32) -> BertForSequenceClassification:
+    """A two-layer BERT sequence classifier (an encoder with a [CLS] token)."""
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        num_labels=num_labels,
+    )
+    return BertForSequenceClassification(config)
+
+
+def tiny_vit(num_labels: int = 4, image_size: int = 8, num_channels: int = 1) -> ViTForImageClassification:
+    """A two-layer ViT image classifier with 2x2 patches."""
+    config = ViTConfig(
+        image_size=image_size,
+        patch_size=2,
+        num_channels=num_channels,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=num_labels,
+    )
+    return ViTForImageClassification(config)
+
+
+def tiny_llama(vocab_size: int = 64) -> LlamaForCausalLM:
+    """A two-layer Llama decoder LM."""
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    return LlamaForCausalLM(config)
