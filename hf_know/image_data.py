@@ -74,3 +74,31 @@ def load_digits_dataset(
             for name, rows in split.items()
         }
     )
+
+
+def digits_task_stream(
+    tasks: Sequence[Sequence[int]],
+    image_size: int = 8,
+    train_per_class: int | None = None,
+    seed: int = 0,
+) -> list[DatasetDict]:
+    """sklearn digits as a continual-learning stream: one `train` / `test` DatasetDict per group of digits.
+
+    Labels index the concatenation of all groups (class-incremental: one label space for the whole stream), so
+    `tasks=[[0, 1], [2, 3]]` gives labels 0, 1 to the first task and 2, 3 to the second.
+    """
+    groups = [list(group) for group in tasks]
+    data = load_digits_dataset([c for group in groups for c in group], image_size, train_per_class, seed=seed)
+    stream, start = [], 0
+    for group in groups:
+        labels = list(range(start, start + len(group)))
+        stream.append(
+            DatasetDict(
+                {
+                    name: split.select(np.flatnonzero(np.isin(np.asarray(split[:]["labels"]), labels)))
+                    for name, split in data.items()
+                }
+            )
+        )
+        start += len(group)
+    return stream
