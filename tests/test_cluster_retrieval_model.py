@@ -322,3 +322,17 @@ def test_loading_onto_a_base_model_of_another_shape_is_refused(tmp_path):
     other = AutoModelForSequenceClassification.from_config(tiny_bert(hidden_size=48).config)
     with pytest.raises(ValueError, match=r"does not fit this base model.*cr_A"):
         PeftModel.from_pretrained(other, tmp_path)
+
+
+def test_public_embeddings_are_what_signatures_and_retrieval_use():
+    model = two_task_model(signature_type="centroid")
+    through_b = model.embed(**B, task="b")
+    torch.testing.assert_close(model.embed(**B, task=1), through_b)
+    assert not torch.allclose(model.embed(**B, task="a"), through_b)  # each task's module changes the embedding
+    signature = hf_know.cluster_retrieval.fit_signature(
+        torch.cat([through_b, model.embed(**batch(90, 100, n=24), task="b")]), "centroid"
+    )
+    torch.testing.assert_close(signature.means, model.signature("b").means)
+    frozen = model.embed(**B)
+    with model.disable_adapter():
+        torch.testing.assert_close(model.embed(**B), frozen)

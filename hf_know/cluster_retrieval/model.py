@@ -46,7 +46,8 @@ class SignatureBuffers(nn.Module):
         self.precision_cholesky[:k] = signature.precision_cholesky
 
     def signature(self) -> TaskSignature:
-        return TaskSignature(self.weights, self.means, self.precision_cholesky)
+        used = self.weights > 0  # drop the padding
+        return TaskSignature(self.weights[used], self.means[used], self.precision_cholesky[used])
 
 
 class _EmbeddingReady(Exception):
@@ -294,6 +295,19 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
         self.model.eval()
         try:
             return self._retrieve(adapter_name or self._adapter, args, inputs)
+        finally:
+            self.model.train(was_training)
+
+    @torch.no_grad()
+    def embed(self, *args, task: str | int | None = None, adapter_name: str | None = None, **inputs) -> torch.Tensor:
+        """The pooled embeddings [B, D] that signatures are fitted on and scored with: through `task`'s module
+        (a name or index), or through the frozen backbone when `task` is None."""
+        adapter = adapter_name or self._adapter
+        tasks = None if task is None else [self._resolve_tasks(adapter, [task], 1).item()]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._embed(adapter, args, inputs, tasks)[0]
         finally:
             self.model.train(was_training)
 
