@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hf_know.image_data import load_digits_dataset
+from hf_know.image_data import digits_task_stream, load_digits_dataset
 
 
 def test_splits_are_disjoint_and_sized():
@@ -34,3 +34,10 @@ def test_splits_are_disjoint_and_sized():
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         load_digits_dataset(**{"classes": [0, 1], **kwargs})
+
+
+def test_digits_task_stream_shares_one_label_space_across_tasks():
+    stream = digits_task_stream([[7, 3], [5]], image_size=8, train_per_class=4)
+    assert [sorted(set(task["train"][:]["labels"].tolist())) for task in stream] == [[0, 1], [2]]
+    assert [len(task["train"]) for task in stream] == [8, 4]
+    assert all(len(task["test"]) > 0 for task in stream)
