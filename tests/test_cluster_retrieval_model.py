@@ -336,3 +336,32 @@ def test_public_embeddings_are_what_signatures_and_retrieval_use():
     frozen = model.embed(**B)
     with model.disable_adapter():
         torch.testing.assert_close(model.embed(**B), frozen)
+
+
+def test_lda_head_classifies_from_class_statistics_and_saves_with_the_adapter(tmp_path):
+    model = crmodel(head="lda")
+    data = {
+        "a": (batch(0, 5, n=16), batch(5, 10, n=16), [0, 1]),
+        "b": (batch(90, 95, n=16), batch(95, 100, n=16), [2, 3]),
+    }
+    for name, (first, second, classes) in data.items():
+        model.add_task(name)
+        perturb_trainable(model, 0.05)
+        inputs = {k: torch.cat([first[k], second[k]]) for k in first}
+        model.fit_signature(name, [{**inputs, "labels": torch.tensor([classes[0]] * 16 + [classes[1]] * 16)}])
+    assert model.peft_config["default"].task_classes == {"a": [0, 1], "b": [2, 3]}
+    test = {k: torch.cat([data["a"][1][k], data["b"][0][k]]) for k in A}  # class 1 (task a), class 2 (task b)
+    model.eval()
+    logits = model.classify(**test)
+    assert logits.argmax(-1).tolist() == [1] * 16 + [2] * 16
+    assert torch.isinf(logits[:16, 2:]).all() and torch.isinf(logits[16:, :2]).all()  # other tasks' classes
+    torch.testing.assert_close(model.classify(**test, adapter_names=[0] * 16 + [1] * 16), logits)
+    model.save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    loaded = PeftModel.from_pretrained(tiny_bert(), tmp_path).eval()
+    torch.testing.assert_close(loaded.classify(**test), logits)
+    with pytest.raises(ValueError, match="batches need 'labels'"):
+        model.add_task("c")
+        model.fit_signature("c", [A])
+    with pytest.raises(ValueError, match="classify needs head='lda'"):
+        two_task_model().classify(**A)

@@ -118,3 +118,20 @@ def test_task_adapted_features_and_soft_weights():
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_lda_head_matches_sklearn_linear_discriminant_analysis():
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    from hf_know.cluster_retrieval.head import fit_lda, lda_scores
+
+    generator = torch.Generator().manual_seed(0)
+    centres = 2 * torch.randn(3, 6, generator=generator)
+    labels = torch.arange(3).repeat_interleave(40) + 5  # label ids need not start at 0
+    features = centres[labels - 5] + torch.randn(120, 6, generator=generator)
+    classes, means, precision = fit_lda(features, labels, shrinkage=0.0)
+    assert classes == [5, 6, 7]
+    ours = torch.tensor(classes)[lda_scores(features, means, precision).argmax(-1)]
+    reference = LinearDiscriminantAnalysis(solver="lsqr").fit(features.numpy(), labels.numpy())
+    assert ours.tolist() == reference.predict(features.numpy()).tolist()
+    torch.testing.assert_close(means, torch.from_numpy(reference.means_).double(), rtol=1e-5, atol=1e-5)

@@ -14,6 +14,7 @@ COMPOSITIONS = ("learned", "sum", "none")
 ORTHO_MODES = ("penalty", "projection")
 POOLINGS = ("cls", "mean", "last_token")
 RETRIEVAL_SPACES = ("task_adapted", "frozen_backbone")
+HEADS = ("none", "lda")
 
 
 @dataclass
@@ -73,7 +74,12 @@ class ClusterRetrievalAdapterConfig(PeftConfig):
             module and scored against that task's signature; m tasks cost one forward of an m-times batch up to
             `feature_layer`) or `"frozen_backbone"` (one pass with the adapters off, scored against every
             signature; a deviation from the paper, much cheaper at many tasks).
+        head (`str`): `"none"` or `"lda"`: also fit a rehearsal-free LDA head per task (class means and a shrunk
+            pooled within-class covariance of the task's embeddings) in `fit_signature`, used by `classify`.
+        lda_shrinkage (`float`): Shrinkage of the LDA covariance towards a multiple of the identity, in [0, 1].
         task_names (`list[str]`): The tasks added so far, in order. Filled in by `add_task`.
+        task_classes (`dict[str, list[int]]`): The label ids of each task, for the LDA head. Filled in by
+            `fit_signature`.
         feature_dim (`Optional[int]`): Size of the embeddings the signatures were fitted on. Filled in by
             `fit_signature`.
     """
@@ -127,8 +133,15 @@ class ClusterRetrievalAdapterConfig(PeftConfig):
         default="task_adapted",
         metadata={"help": "Embed through each task's module ('task_adapted', paper) or the frozen backbone."},
     )
+    head: Literal["none", "lda"] = field(
+        default="none", metadata={"help": "'lda': a rehearsal-free LDA head from class statistics (see classify)."}
+    )
+    lda_shrinkage: float = field(default=0.1, metadata={"help": "LDA covariance shrinkage towards the identity."})
     task_names: list[str] = field(
         default_factory=list, metadata={"help": "Tasks added so far, in order (filled in by add_task)."}
+    )
+    task_classes: dict[str, list[int]] = field(
+        default_factory=dict, metadata={"help": "Label ids of each task (filled in by fit_signature, head='lda')."}
     )
     feature_dim: int | None = field(
         default=None, metadata={"help": "Embedding size of the signatures (filled in by fit_signature)."}
@@ -145,6 +158,7 @@ class ClusterRetrievalAdapterConfig(PeftConfig):
             "covariance_type": COVARIANCE_TYPES,
             "retrieval_rule": RETRIEVAL_RULES,
             "retrieval_space": RETRIEVAL_SPACES,
+            "head": HEADS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -161,6 +175,10 @@ class ClusterRetrievalAdapterConfig(PeftConfig):
                 raise ValueError(
                     f"ClusterRetrievalAdapterConfig.{name} must be a number >= 0, got {getattr(self, name)!r}."
                 )
+        if not 0.0 <= self.lda_shrinkage <= 1.0:
+            raise ValueError(
+                f"ClusterRetrievalAdapterConfig.lda_shrinkage must lie in [0, 1], got {self.lda_shrinkage!r}."
+            )
         if self.reg_covar <= 0 or self.retrieval_temperature <= 0:
             raise ValueError(
                 f"ClusterRetrievalAdapterConfig.reg_covar and retrieval_temperature must be > 0, got "
@@ -174,3 +192,4 @@ class ClusterRetrievalAdapterConfig(PeftConfig):
         if isinstance(self.target_modules, (list, tuple)):
             self.target_modules = set(self.target_modules)
         self.task_names = list(self.task_names)
+        self.task_classes = {task: [int(c) for c in classes] for task, classes in self.task_classes.items()}

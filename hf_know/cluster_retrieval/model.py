@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from transformers.utils import ModelOutput
 
 from .._adapter_loading import ShapeCheckedLoadMixin
+from .head import fit_lda, lda_scores
 from .layer import ClusterRetrievalLayer, Linear, Routing
 from .signatures import TaskSignature, fit_signature, retrieve
 
@@ -23,7 +24,7 @@ _BATCHED_INPUTS = ("input_ids", "inputs_embeds", "pixel_values", "input_values",
 class SignatureBuffers(nn.Module):
     """One task's signature as persistent buffers, padded to `max_components` (padding components weigh 0)."""
 
-    def __init__(self, max_components: int, feature_dim: int, full_covariance: bool) -> None:
+    def __init__(self, max_components: int, feature_dim: int, full_covariance: bool, num_classes: int = 0) -> None:
         super().__init__()
         precision_shape = (
             (max_components, feature_dim, feature_dim) if full_covariance else (max_components, feature_dim)
@@ -31,6 +32,9 @@ class SignatureBuffers(nn.Module):
         self.register_buffer("weights", torch.zeros(max_components, dtype=torch.float64))
         self.register_buffer("means", torch.zeros(max_components, feature_dim, dtype=torch.float64))
         self.register_buffer("precision_cholesky", torch.zeros(precision_shape, dtype=torch.float64))
+        if num_classes:  # the LDA head's statistics (head="lda")
+            self.register_buffer("class_means", torch.zeros(num_classes, feature_dim, dtype=torch.float64))
+            self.register_buffer("lda_precision", torch.zeros(feature_dim, feature_dim, dtype=torch.float64))
 
     @property
     def fitted(self) -> bool:
@@ -44,6 +48,10 @@ class SignatureBuffers(nn.Module):
         self.weights[:k] = signature.weights
         self.means[:k] = signature.means
         self.precision_cholesky[:k] = signature.precision_cholesky
+
+    def store_lda(self, means: torch.Tensor, precision: torch.Tensor) -> None:
+        self.register_buffer("class_means", means.to(self.means))
+        self.register_buffer("lda_precision", precision.to(self.means))
 
     def signature(self) -> TaskSignature:
         used = self.weights > 0  # drop the padding
@@ -205,7 +213,8 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
         device = next(self.model.parameters()).device
         for task in config.task_names:
             if task not in self.cr_signatures[adapter]:
-                slots = SignatureBuffers(config.max_components, config.feature_dim, full)
+                classes = len(config.task_classes.get(task, []))
+                slots = SignatureBuffers(config.max_components, config.feature_dim, full, classes)
                 self.cr_signatures[adapter][task] = slots.to(device)
 
     def set_signature(self, name: str, signature: TaskSignature, adapter_name: str | None = None) -> None:
@@ -247,11 +256,18 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
         tasks = [index] if config.retrieval_space == "task_adapted" else None
         was_training = self.model.training
         self.model.eval()
+        features, labels = [], []
         try:
-            features = [
-                self._embed(adapter, (), self._as_inputs(batch, name), tasks)[0]
-                for batch in tqdm(dataloader, desc=f"signature of {name!r}", leave=False)
-            ]
+            for batch in tqdm(dataloader, desc=f"signature of {name!r}", leave=False):
+                inputs = self._as_inputs(batch, name)
+                if config.head == "lda":
+                    if "labels" not in inputs:
+                        raise ValueError(
+                            f"head='lda' fits class statistics in fit_signature({name!r}), so its batches need "
+                            f"'labels'; got keys {sorted(inputs)}."
+                        )
+                    labels.append(inputs["labels"].flatten().cpu())
+                features.append(self._embed(adapter, (), inputs, tasks)[0])
         finally:
             self.model.train(was_training)
         if not features:
@@ -264,6 +280,10 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
             reg_covar=config.reg_covar,
         )
         self.set_signature(name, signature, adapter)
+        if config.head == "lda":
+            classes, means, precision = fit_lda(torch.cat(features).cpu(), torch.cat(labels), config.lda_shrinkage)
+            config.task_classes[name] = classes
+            self.cr_signatures[adapter][name].store_lda(means, precision)
         return signature
 
     def _task_index(self, adapter: str, task: str) -> int:
@@ -312,6 +332,11 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
             self.model.train(was_training)
 
     def _retrieve(self, adapter: str, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        found, scores, _ = self._retrieve_with_features(adapter, args, kwargs)
+        return found, scores
+
+    def _retrieve_with_features(self, adapter: str, args: tuple, kwargs: dict):
+        """(task indices [B], scores [B, m], embeddings: {task index: [B, D]}, or {None: [B, D]} if frozen)."""
         config = self.peft_config[adapter]
         fitted = [i for i, task in enumerate(config.task_names) if self.signature(task, adapter) is not None]
         if not fitted:
@@ -335,7 +360,46 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
         fill = 0.0 if config.retrieval_rule == "soft" else float("-inf")
         full = scores.new_full((scores.shape[0], len(config.task_names)), fill)
         full[:, index] = scores
-        return index[found], full
+        by_task = dict(zip(fitted, features, strict=True)) if space else {None: features[0]}
+        return index[found], full, by_task
+
+    @torch.no_grad()
+    def classify(self, *args, adapter_names=None, adapter_name: str | None = None, **inputs) -> torch.Tensor:
+        """Logits [B, num_classes] of the rehearsal-free LDA head (`head="lda"`): each input is routed (retrieval,
+        or `adapter_names`) and scored against its task's class means with its task's shrunk within-class
+        covariance, in that task's embedding space; classes of other tasks get -inf. No classifier is trained."""
+        adapter = adapter_name or self._adapter
+        config = self.peft_config[adapter]
+        if config.head != "lda" or not config.task_classes:
+            raise ValueError(
+                "classify needs head='lda' and at least one fitted task (fit_signature with labels); this adapter "
+                f"has head={config.head!r} and class statistics for {sorted(config.task_classes)}."
+            )
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if adapter_names is None:
+                found, _, features = self._retrieve_with_features(adapter, args, inputs)
+            else:
+                found = self._resolve_tasks(adapter, adapter_names, _batch_size(args, inputs))
+                needed = found.unique().tolist() if config.retrieval_space == "task_adapted" else None
+                embedded = self._embed(adapter, args, inputs, needed)
+                features = dict(zip(needed, embedded, strict=True)) if needed else {None: embedded[0]}
+        finally:
+            self.model.train(was_training)
+        num_classes = 1 + max(c for classes in config.task_classes.values() for c in classes)
+        logits = torch.full((found.shape[0], num_classes), float("-inf"), dtype=torch.float64)
+        for task in found.unique().tolist():
+            name = config.task_names[task]
+            if name not in config.task_classes:
+                raise ValueError(f"Task {name!r} has no LDA statistics: fit_signature it with labels.")
+            rows = (found == task).nonzero().flatten().cpu()
+            slots = self.cr_signatures[adapter][name]
+            space = features[task] if task in features else features[None]
+            embedded = space[rows.to(space.device)].cpu()
+            scores = lda_scores(embedded, slots.class_means.cpu(), slots.lda_precision.cpu())
+            logits[rows.unsqueeze(-1), torch.tensor(config.task_classes[name])] = scores
+        return logits
 
     def _routing_weights(
         self, adapter: str, module: nn.Module, args: tuple, kwargs: dict, requested
