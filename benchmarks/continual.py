@@ -513,8 +513,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--streams", nargs="+", default=["text", "vision"], choices=list(STREAMS))
-    parser.add_argument("--text-train", type=int, default=200, help="Questions (2 rationales each) per text task.")
-    parser.add_argument("--text-test", type=int, default=200, help="Test rows per text task.")
+    parser.add_argument("--text-train", type=int, default=150, help="Questions (2 rationales each) per text task.")
+    parser.add_argument("--text-test", type=int, default=150, help="Test rows per text task.")
     parser.add_argument("--output", type=Path, default=RESULTS / "continual")
     args = parser.parse_args()
     if "text" in args.streams and not TINYLLM.is_dir():
@@ -526,7 +526,12 @@ def main() -> None:
         for seed in args.seeds:
             print(f"{stream} stream, seed {seed} ...", flush=True)
             runs.append(run_stream(stream, seed, args))
-        results[stream] = {"runs": runs, "summary": summary(runs)}
+            results[stream] = {"runs": runs, "summary": summary(runs)}
+            write(results, args, time.time() - started)  # after every seed, so a stopped run keeps what it measured
+    print(args.output.with_suffix(".md").read_text())
+
+
+def write(results: dict, args, wall_seconds: float) -> None:
     output = {
         "setting": {
             "streams": STREAMS, "seeds": args.seeds, "text_train": args.text_train, "text_test": args.text_test,
@@ -544,13 +549,12 @@ def main() -> None:
         },
         "results": results,
         "goals": goals(results) if "text" in results else {},
-        "wall_seconds": time.time() - started,
+        "wall_seconds": wall_seconds,
     }  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".json").write_text(json.dumps(output, indent=2))
     args.output.with_suffix(".md").write_text(render_markdown(output))
     plot_separation(output, args.output.with_name(args.output.name + "_separation.png"))
-    print(args.output.with_suffix(".md").read_text())
 
 
 def _fmt(cell: dict | None, scale: float = 100.0) -> str:
