@@ -513,8 +513,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--streams", nargs="+", default=["text", "vision"], choices=list(STREAMS))
-    parser.add_argument("--text-train", type=int, default=150, help="Questions (2 rationales each) per text task.")
-    parser.add_argument("--text-test", type=int, default=150, help="Test rows per text task.")
+    parser.add_argument("--text-train", type=int, default=100, help="Questions (2 rationales each) per text task.")
+    parser.add_argument("--text-test", type=int, default=100, help="Test rows per text task.")
     parser.add_argument("--output", type=Path, default=RESULTS / "continual")
     args = parser.parse_args()
     if "text" in args.streams and not TINYLLM.is_dir():
