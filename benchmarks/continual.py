@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import re
 import statistics
@@ -46,10 +45,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import peft
 import torch
-import transformers
 from datasets import Dataset, concatenate_datasets
+from environment import machine, versions
 from peft import LoraConfig, get_peft_model
 from torch.utils.data import DataLoader
 from transformers import (
@@ -537,16 +535,8 @@ def write(results: dict, args, wall_seconds: float) -> None:
             "streams": STREAMS, "seeds": args.seeds, "text_train": args.text_train, "text_test": args.text_test,
             "signatures": SIGNATURES, "r": 8, "lora_alpha": 16, "optimizer": "AdamW, constant LR, no weight decay",
         },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "torch_threads": torch.get_num_threads(),
-            "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-        },
-        "versions": {
-            "hf_know": hf_know.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__,
-        },
+        "machine": machine(args.device),
+        "versions": versions(),
         "results": results,
         "goals": goals(results) if "text" in results else {},
         "wall_seconds": wall_seconds,

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import peft
 import torch
 import transformers
+from environment import machine, versions
 from transformers import ResNetConfig, ResNetForImageClassification, Trainer, TrainingArguments
 
-import hf_know
 from hf_know.image_data import load_digits_dataset
 from hf_know.projection.recipes import apply_method, conv_module_names, prepare_full_finetuning
 
@@ -303,18 +301,8 @@ def main() -> None:
             "stage2_learning_rate": stage2_lr,
             "seeds": args.seeds,
         },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "torch_threads": torch.get_num_threads(),
-            "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-        },
-        "versions": {
-            "hf_know": hf_know.__version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "peft": peft.__version__,
-        },
+        "machine": machine(args.device),
+        "versions": versions(),
         "accuracy": accuracy,
         "runs": runs,
         "trainable_parameters": trainable,

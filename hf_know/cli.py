@@ -7,10 +7,11 @@ override them, and unknown keys in the file are an error that names them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
 
 
 class ConfigArgumentParser(HfArgumentParser):
@@ -36,3 +37,17 @@ class ConfigArgumentParser(HfArgumentParser):
                 if action.dest in values:
                     action.required = False
         return self.parse_args_into_dataclasses(remaining)
+
+
+@dataclass
+class ScriptTrainingArguments(TrainingArguments):
+    """`transformers.TrainingArguments` with defaults for the small runs of `trainers/`: no checkpoints during
+    training, no experiment tracker unless asked for, and every dataset column kept (e.g. `pixel_values`)."""
+
+    save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep every dataset column."})
+
+    def __post_init__(self):
+        if self.report_to is None:
+            self.report_to = "none"
+        super().__post_init__()

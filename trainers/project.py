@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 from transformers import AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification, Trainer
-from transformers import TrainingArguments as HFTrainingArguments
 
 import hf_know
-from hf_know.cli import ConfigArgumentParser
+from hf_know.cli import ConfigArgumentParser, ScriptTrainingArguments
 from hf_know.hub import push_folder, render_model_card
 from hf_know.image_data import load_digits_dataset
 from hf_know.io import atomic_output_dir
@@ -63,17 +62,10 @@ class MethodArguments:
 
 
 @dataclass
-class TrainingArguments(HFTrainingArguments):
+class TrainingArguments(ScriptTrainingArguments):
     """`transformers.TrainingArguments` with defaults for small CPU runs."""
 
     output_dir: str = field(default="outputs/project", metadata={"help": "Where the result is written."})
-    save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep pixel_values."})
-
-    def __post_init__(self):
-        if self.report_to is None:  # no experiment tracker unless asked for
-            self.report_to = "none"
-        super().__post_init__()
 
 
 def build_model(model_args: ModelArguments, num_labels: int):
