@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset, concatenate_datasets
-from environment import machine, versions
+from environment import machine, training_arguments, versions
 from peft import LoraConfig, get_peft_model
 from torch.utils.data import DataLoader
 from transformers import (
@@ -55,7 +55,6 @@ from transformers import (
     BertForSequenceClassification,
     DataCollatorWithPadding,
     Trainer,
-    TrainingArguments,
     ViTConfig,
     ViTForImageClassification,
     default_data_collator,
@@ -194,21 +193,15 @@ def make_base(stream: str, num_labels: int, seed: int):
     return ViTForImageClassification(config)
 
 
-def training_args(stream: str, seed: int, device: str, output_dir: str) -> TrainingArguments:
+def training_args(stream: str, seed: int, device: str, output_dir: str):
     s = STREAMS[stream]
-    return TrainingArguments(
-        output_dir=output_dir,
+    return training_arguments(
+        output_dir,
+        device,
         num_train_epochs=s["epochs"],
         learning_rate=s["learning_rate"],
         per_device_train_batch_size=s["batch_size"],
-        lr_scheduler_type="constant",
-        weight_decay=0.0,
-        save_strategy="no",
-        report_to="none",
         seed=seed,
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        use_cpu=device == "cpu",
     )
 
 

@@ -9,6 +9,7 @@ import torch
 import transformers
 
 import hf_know
+from hf_know.cli import ScriptTrainingArguments
 
 
 def machine(device: str) -> dict:
@@ -27,3 +28,15 @@ def versions() -> dict:
         "transformers": transformers.__version__,
         "peft": peft.__version__,
     }
+
+
+def training_arguments(output_dir: str, device: str, **kwargs) -> ScriptTrainingArguments:
+    """The benchmarks' shared recipe: AdamW at a constant learning rate, no weight decay, quiet."""
+    return ScriptTrainingArguments(
+        output_dir=output_dir,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+        **kwargs,
+    )

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from environment import machine, versions
-from transformers import ResNetConfig, ResNetForImageClassification, Trainer, TrainingArguments
+from environment import machine, training_arguments, versions
+from transformers import ResNetConfig, ResNetForImageClassification, Trainer
 
 from hf_know.image_data import load_digits_dataset
 from hf_know.projection.recipes import apply_method, conv_module_names, prepare_full_finetuning
@@ -58,20 +58,14 @@ def resnet(num_labels: int) -> ResNetForImageClassification:
 def fit(model, data, lr: float, epochs: float, seed: int, device: str) -> float:
     """Train with `transformers.Trainer`; return test accuracy."""
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(
-            output_dir=tmp,
+        args = training_arguments(
+            tmp,
+            device,
             num_train_epochs=epochs,
             learning_rate=lr,
             per_device_train_batch_size=16,
             per_device_eval_batch_size=256,
-            weight_decay=0.0,
-            lr_scheduler_type="constant",
-            save_strategy="no",
-            report_to="none",
             seed=seed,
-            disable_tqdm=True,
-            remove_unused_columns=False,
-            use_cpu=device == "cpu",
         )
         trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"])
         trainer.train()

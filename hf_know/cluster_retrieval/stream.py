@@ -76,13 +76,9 @@ def run_task_stream(
         with tempfile.TemporaryDirectory() as scratch:  # checkpoints are not kept between tasks
             args = dataclasses.replace(training_args, output_dir=scratch, save_strategy="no", push_to_hub=False)
             Trainer(model=model, args=args, train_dataset=train, data_collator=collate_fn).train()
-        signature_inputs = train.remove_columns([c for c in train.column_names if c == "labels"])
-        model.fit_signature(
-            name,
-            DataLoader(
-                signature_inputs, batch_size=signature_batch_size, collate_fn=collate_fn or default_data_collator
-            ),
-        )
+        # labels ride along: signatures ignore them, and the LDA head (head="lda") needs them
+        loader = DataLoader(train, batch_size=signature_batch_size, collate_fn=collate_fn or default_data_collator)
+        model.fit_signature(name, loader)
         rows = [evaluate_task(model, test, j, collate_fn=collate_fn) for j, (_, _, test) in enumerate(tasks[: t + 1])]
         for metric in ("accuracy", "oracle_accuracy", "retrieval_accuracy"):
             getattr(result, metric).append([row[metric] for row in rows])
