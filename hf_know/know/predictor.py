@@ -1,0 +1,310 @@
+"""`KnowPredictor`: synthesise "knowledge-overflowed" weights from a forgetting trajectory of checkpoints.
+
+    predictor = KnowPredictor.from_pretrained()  # the hyper-model shipped with hf-know
+    predictor.predict(["run/session-4", ..., "run/session-0"], steps=3, output_dir="know-x8")
+    model = AutoModel.from_pretrained("know-x8")
+
+Checkpoints are read tensor by tensor, a chunk of elements at a time, and the result is streamed into a standard
+(sharded) safetensors folder, so memory does not grow with model size.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..hub import push_folder, render_model_card
+from ..io import atomic_output_dir
+from .checkpoints import (
+    WEIGHT_SUFFIXES,
+    CheckpointReader,
+    OutputTensor,
+    ShardedCheckpointWriter,
+    plan_shards,
+    resolve_checkpoint,
+)
+from .extrapolate import PREDICTORS, Extrapolator
+from .hypermodel import KnowHyperModel, tensor_kind
+from .trajectory import SESSION_FILE
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HYPERMODEL = resources.files("hf_know.know") / "default_hypermodel"
+PREDICTION_FILE = "know_prediction.json"
+NORM_LAYER_MODES = ("copy", "reset")
+# Buffers of normalisation layers and the values a fresh layer starts from.
+NORM_BUFFER_RESET = {"running_mean": 0.0, "running_var": 1.0, "num_batches_tracked": 0}
+NON_WEIGHT_FILES_SKIPPED = ("README.md", ".gitattributes", SESSION_FILE, PREDICTION_FILE)
+
+
+def tensor_role(name: str, shape: tuple[int, ...], dtype: torch.dtype, shapes: dict[str, tuple[int, ...]]) -> str:
+    """`"predict"` for the weights of conv / linear / embedding layers (floating `*.weight` of 2+ dimensions) and
+    their biases; `"norm"` for 1-D weights and their biases (normalisation layers) and norm buffers; `"copy"` for
+    everything else (position ids, class tokens, ...)."""
+    stem, _, leaf = name.rpartition(".")
+    if leaf in NORM_BUFFER_RESET:
+        return "norm"
+    if not dtype.is_floating_point:
+        return "copy"
+    weight_shape = shape if leaf == "weight" else shapes.get(f"{stem}.weight") if leaf == "bias" else None
+    if weight_shape is None:
+        return "copy"
+    return "predict" if len(weight_shape) >= 2 else "norm"
+
+
+def norm_reset_value(name: str) -> float:
+    """What a fresh normalisation layer holds: weight 1, bias 0, running mean 0, running variance 1."""
+    leaf = name.rpartition(".")[2]
+    return NORM_BUFFER_RESET.get(leaf, 1.0 if leaf == "weight" else 0.0)
+
+
+class KnowPredictor:
+    """Runs a forgetting trajectory backwards to weights "as if trained on more data" (KNOW, arXiv 2508.05059).
+
+    Args:
+        hypermodel: the KNOWN hyper-model; only `predictor="known"` needs one.
+        hypermodel_name: where the hyper-model came from, recorded in the prediction's metadata and card.
+    """
+
+    def __init__(self, hypermodel: KnowHyperModel | None = None, hypermodel_name: str | None = None):
+        self.hypermodel = hypermodel.eval() if hypermodel is not None else None
+        self.hypermodel_name = hypermodel_name
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike | None = None, **kwargs) -> KnowPredictor:
+        """Load a hyper-model folder or Hub repo (`KnowHyperModel.from_pretrained` kwargs: `revision`, `token`...);
+        with no argument, the default hyper-model shipped with hf-know (recipe: `configs/know/meta_train.yaml`)."""
+        if path_or_repo_id is None:
+            with resources.as_file(DEFAULT_HYPERMODEL) as folder:
+                return cls(KnowHyperModel.from_pretrained(folder, **kwargs), "hf-know default (meta_train.yaml)")
+        return cls(KnowHyperModel.from_pretrained(path_or_repo_id, **kwargs), os.fspath(path_or_repo_id))
+
+    def predict(
+        self,
+        checkpoints: Sequence[str | os.PathLike],
+        steps: int = 3,
+        output_dir: str | os.PathLike = "know-prediction",
+        *,
+        predictor: str = "known",
+        r: float | None = None,
+        norm_layers: str = "copy",
+        exclude: Sequence[str] = (),
+        shrink: dict[str, float] | None = None,
+        allow_pickle: bool = False,
+        chunk_size: int = 2048,
+        max_shard_size: int | str = "5GB",
+        token: str | None = None,
+    ) -> Path:
+        """Extrapolate `steps` steps past the full-data checkpoint and write a checkpoint folder `AutoModel*` loads.
+
+        Args:
+            checkpoints: the trajectory, **ordered from the smallest data to the full data**:
+                `[Θ_{S-1}, ..., Θ_1, Θ_0]`, the reverse of the order the forgetting sessions ran in. Each is a local
+                folder, a Hub repo id, or `"repo_id@revision"`. Checkpoints written by `collect_trajectory` record
+                their subset size, and a list in the wrong order is refused.
+            steps: extrapolation steps; step `k` stands for `(1/r)^k` times the full data (x2 / x4 / x8 at r = 0.5).
+            output_dir: the result, written atomically (nothing is left behind on error).
+            predictor: one of `naive`, `task_vector`, `linear`, `quadratic`, `shrink`, `known`.
+            r: the subset ratio, only recorded (read from the checkpoints when they carry it).
+            norm_layers: `"copy"` normalisation parameters and buffers from the full-data checkpoint, or `"reset"`
+                them to a fresh layer's values (what the authors' released script does, by omission).
+            exclude: glob patterns of tensor names to copy from the full-data checkpoint instead of predicting.
+            shrink: per-kind factors of `predictor="shrink"`.
+            allow_pickle: read checkpoints that only hold `pytorch_model*.bin`, with `torch.load(weights_only=True)`.
+            chunk_size: elements of one tensor processed at a time (bounds memory).
+            max_shard_size: largest safetensors shard written, as `transformers` `save_pretrained` takes it.
+            token: Hub token for private checkpoints.
+
+        Returns:
+            the output folder.
+        """
+        if predictor not in PREDICTORS:
+            raise ValueError(f"predictor={predictor!r} is not one of {PREDICTORS}.")
+        if norm_layers not in NORM_LAYER_MODES:
+            raise ValueError(f"norm_layers={norm_layers!r} is not one of {NORM_LAYER_MODES}.")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size={chunk_size}: expected a positive number of elements.")
+        if len(checkpoints) < 2:
+            raise ValueError(
+                f"KNOW needs a trajectory of at least 2 checkpoints (smallest data first, full data last); got "
+                f"{len(checkpoints)}."
+            )
+        extrapolator = Extrapolator(predictor, steps, self.hypermodel, shrink)
+        if predictor == "known" and len(checkpoints) < extrapolator.window:
+            raise ValueError(
+                f"predictor='known' reads the last {extrapolator.window} checkpoints of the trajectory; got "
+                f"{len(checkpoints)}. Collect more forgetting sessions or use a fitted predictor such as 'linear'."
+            )
+        sources = [resolve_checkpoint(spec, token=token) for spec in checkpoints]
+        sessions = [_read_session(source.folder) for source in sources]
+        r = _check_order(sources, sessions, r)
+        readers = [CheckpointReader(source, allow_pickle=allow_pickle) for source in sources]
+        full = readers[-1]
+        _check_compatible(readers)
+        shapes = {name: info.shape for name, info in full.tensors.items()}
+        outputs = [OutputTensor(name, info.dtype, info.shape) for name, info in full.tensors.items()]
+        roles = {}
+        for name, info in full.tensors.items():
+            role = tensor_role(name, info.shape, info.dtype, shapes)
+            if role == "predict" and any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
+                role = "copy"
+            roles[name] = role
+        record = {
+            "predictor": predictor,
+            "steps": steps,
+            "r": r,
+            "data_multiplier": (1 / r) ** steps if r else None,
+            "norm_layers": norm_layers,
+            "exclude": list(exclude),
+            "hypermodel": self.hypermodel_name if predictor == "known" else None,
+            "conv_rule": self.hypermodel.conv_rule if self.hypermodel is not None else "any_kernel",
+            "checkpoints": [
+                {"source": s.label, "repo_id": s.repo_id, "revision": s.revision, "commit": _commit(s)} for s in sources
+            ],
+            "tensors": {role: sum(v == role for v in roles.values()) for role in ("predict", "norm", "copy")},
+        }
+        used = readers[-extrapolator.reads(len(readers)) :]
+        conv_rule = self.hypermodel.conv_rule if self.hypermodel is not None else "any_kernel"
+        with atomic_output_dir(output_dir) as tmp:
+            writer = ShardedCheckpointWriter(
+                tmp,
+                plan_shards(outputs, max_shard_size),
+                {"hf_know": json.dumps({"predictor": predictor, "steps": steps})},
+            )
+            for name, info in tqdm(full.tensors.items(), desc=f"KNOW {predictor} x{steps}", unit="tensor"):
+                writer.begin(name)
+                kind = tensor_kind(name, info.shape, conv_rule)
+                for start in range(0, info.numel, chunk_size):
+                    stop = min(start + chunk_size, info.numel)
+                    if roles[name] == "predict":
+                        window = torch.stack([_finite(reader, name, start, stop) for reader in used], dim=1)
+                        writer.write(extrapolator(window.float(), kind))
+                    elif roles[name] == "norm" and norm_layers == "reset":
+                        writer.write(torch.full((stop - start,), norm_reset_value(name), dtype=info.dtype))
+                    else:
+                        writer.write(full.read(name, start, stop))
+            writer.close()
+            for path in full.checkpoint.folder.iterdir():
+                if (
+                    path.is_file()
+                    and not path.name.endswith(WEIGHT_SUFFIXES)
+                    and path.name not in NON_WEIGHT_FILES_SKIPPED
+                ):
+                    shutil.copyfile(path, tmp / path.name)
+            (tmp / PREDICTION_FILE).write_text(json.dumps(record, indent=2))
+        logger.info("KNOW %s x%d: %s", predictor, steps, record["tensors"])
+        return Path(output_dir).resolve()
+
+
+def _read_session(folder: Path) -> dict | None:
+    path = folder / SESSION_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _check_order(sources, sessions: list[dict | None], r: float | None) -> float | None:
+    """Refuse a trajectory whose recorded subset sizes do not grow towards the full data; return r."""
+    if any(session is None for session in sessions):
+        return r
+    sizes = [session["subset_size"] for session in sessions]
+    if all(a < b for a, b in itertools.pairwise(sizes)):
+        return r if r is not None else sessions[-1].get("r")
+    hint = (
+        " It looks reversed: pass the smallest subset first."
+        if all(a > b for a, b in itertools.pairwise(sizes))
+        else ""
+    )
+    listing = ", ".join(f"{s.label} ({size} examples)" for s, size in zip(sources, sizes, strict=True))
+    raise ValueError(
+        f"Checkpoints must go from the smallest data to the full data (growing subset sizes); got {listing}.{hint}"
+    )
+
+
+def _check_compatible(readers: list[CheckpointReader]) -> None:
+    """Same tensor names, shapes and dtypes in every checkpoint as in the full-data one (the last)."""
+    full = readers[-1]
+    for reader in readers[:-1]:
+        missing, extra = (
+            sorted(set(full.tensors) - set(reader.tensors)),
+            sorted(set(reader.tensors) - set(full.tensors)),
+        )
+        if missing or extra:
+            raise ValueError(
+                f"Checkpoint {reader.checkpoint.label!r} does not hold the tensors of the full-data checkpoint "
+                f"{full.checkpoint.label!r}: missing {missing[:5]}, unexpected {extra[:5]}"
+                f"{' (and more)' if len(missing) > 5 or len(extra) > 5 else ''}."
+            )
+        for name, expected in full.tensors.items():
+            got = reader.tensors[name]
+            if (got.shape, got.dtype) != (expected.shape, expected.dtype):
+                raise ValueError(
+                    f"Tensor {name!r} of checkpoint {reader.checkpoint.label!r} is {got.dtype} {list(got.shape)}; "
+                    f"expected {expected.dtype} {list(expected.shape)} as in {full.checkpoint.label!r}."
+                )
+
+
+def _finite(reader: CheckpointReader, name: str, start: int, stop: int) -> torch.Tensor:
+    values = reader.read(name, start, stop)
+    if not torch.isfinite(values).all():
+        bad = start + int((~torch.isfinite(values)).nonzero()[0, 0])
+        raise ValueError(
+            f"Tensor {name!r} of checkpoint {reader.checkpoint.label!r} holds a non-finite value (flat index {bad}); "
+            "expected finite weights."
+        )
+    return values
+
+
+def _commit(source) -> str | None:
+    """The commit a Hub checkpoint was read at (its snapshot folder is named after it)."""
+    return source.folder.name if source.repo_id is not None else None
+
+
+def push_prediction(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+):
+    """Push a `predict` output folder with a model card naming its source checkpoints, r, steps, predictor and
+    hyper-model. Returns the commit."""
+    folder = Path(folder)
+    record_path = folder / PREDICTION_FILE
+    if not record_path.is_file():
+        raise ValueError(f"{folder} is not a KnowPredictor.predict output: it has no {PREDICTION_FILE}.")
+    record = json.loads(record_path.read_text())
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    hub_sources = [c["repo_id"] for c in record["checkpoints"] if c["repo_id"]]
+    card = render_model_card(
+        "know",
+        {
+            "library_name": "transformers",
+            "base_model": hub_sources[-1] if hub_sources else None,
+            "tags": ["hf-know", "know", f"know-{record['predictor']}"],
+        },
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        architecture=(config.get("architectures") or ["a PyTorch model"])[0],
+        record=record,
+    )
+    return push_folder(
+        folder,
+        repo_id,
+        card,
+        revision=revision,
+        private=private,
+        token=token,
+        endpoint=endpoint,
+        commit_message=f"KNOW {record['predictor']} x{record['steps']}",
+    )

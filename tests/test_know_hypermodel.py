@@ -1,0 +1,131 @@
+"""The KNOWN hyper-model: architecture, fast path, Hub round trip, and the Keras HDF5 converter."""
+
+import numpy as np
+import pytest
+import torch
+
+from hf_know.know import KnowHyperModel, KnownNet, KnowPredictor, tensor_kind
+from hf_know.know.keras import convert_keras_weights, keras_layer_order
+
+h5py = pytest.importorskip("h5py")
+
+
+def test_known_net_has_the_papers_size_and_fast_path_matches():
+    net = KnownNet(window=5)
+    assert sum(p.numel() for p in net.parameters()) == 9425  # counted from the released KNOWN_*.h5 files
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.3)
+    trajectory = torch.randn(1000, 5) * 0.1
+    expected = net(trajectory)
+    assert expected.abs().max() < 1 and expected.std() > 1e-3  # tanh-bounded, not degenerate
+    torch.testing.assert_close(net.fast_forward(trajectory), expected, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():  # the packed weights follow parameter updates
+        net.head.weight.mul_(-1)
+    torch.testing.assert_close(net.fast_forward(trajectory), net(trajectory), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="trajectories of length 5"):
+        net(torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize(
+    ("shape", "any_kernel", "only_3x3"),
+    [((8, 3, 3, 3), "conv", "conv"), ((8, 3, 1, 1), "conv", "fc"), ((8, 3, 7, 7), "conv", "fc"), ((10, 20), "fc", "fc"),
+     ((8, 3, 5), "conv", "fc"), ((10,), "bias", "bias")],
+)  # fmt: skip
+def test_tensor_kind_rules(shape, any_kernel, only_3x3):
+    assert tensor_kind("w", shape, "any_kernel") == any_kernel
+    assert tensor_kind("w", shape, "3x3_only") == only_3x3
+    with pytest.raises(ValueError, match="conv_rule='nope' is not one of"):
+        tensor_kind("w", shape, "nope")
+
+
+def test_hypermodel_save_push_and_load(tmp_path, hub):
+    model = KnowHyperModel(conv_rule="3x3_only")
+    trajectory = torch.randn(64, 5) * 0.05
+    model.save_pretrained(tmp_path / "hm")
+    loaded = KnowHyperModel.from_pretrained(tmp_path / "hm")
+    assert loaded.conv_rule == "3x3_only"
+    for kind in ("conv", "fc", "bias"):
+        torch.testing.assert_close(loaded(trajectory, kind), model(trajectory, kind))
+    model.push_to_hub("tester/known")
+    pulled = KnowPredictor.from_pretrained("tester/known")
+    torch.testing.assert_close(pulled.hypermodel(trajectory, "fc"), model(trajectory, "fc"))
+    assert pulled.hypermodel_name == "tester/known"
+
+
+def test_default_hypermodel_ships_with_the_package():
+    predictor = KnowPredictor.from_pretrained()
+    assert isinstance(predictor.hypermodel, KnowHyperModel) and predictor.hypermodel.window == 5
+    # It was meta-trained: its step differs from a freshly initialised hyper-model's.
+    trajectory = torch.randn(256, 5) * 0.05
+    fresh = KnowHyperModel()
+    assert not torch.allclose(predictor.hypermodel(trajectory, "fc"), fresh(trajectory, "fc"))
+
+
+def write_keras_h5(path, rng, window=5):
+    """An HDF5 file in the layout Keras 2.9 `save_weights` gives KNOWN: groups dense ... dense_12, each with
+    `weight_names` and `<group>/<group>/kernel:0` of shape (in, out) plus `bias:0`."""
+    shapes = [(window, 64), (64, 8), (8, 64), (8, 64), (8, 64), (64, 32)]
+    shapes += [(window - 1, 64), (64, 8), (8, 64), (8, 64), (8, 64), (64, 32), (64, 1)]
+    arrays = {}
+    with h5py.File(path, "w") as file:
+        file.attrs["keras_version"] = b"2.9.0"
+        file.attrs["backend"] = b"tensorflow"
+        names = [f"dense_{i}" if i else "dense" for i in range(13)]
+        file.attrs["layer_names"] = [n.encode() for n in names]
+        for name, shape in zip(names, shapes, strict=True):
+            kernel = rng.normal(0, 0.3, shape).astype(np.float32)
+            bias = rng.normal(0, 0.1, shape[1]).astype(np.float32)
+            group = file.create_group(name)
+            group.attrs["weight_names"] = [f"{name}/kernel:0".encode(), f"{name}/bias:0".encode()]
+            group.create_dataset(f"{name}/kernel:0", data=kernel)
+            group.create_dataset(f"{name}/bias:0", data=bias)
+            arrays[name] = (kernel, bias)
+    return arrays
+
+
+def numpy_known(arrays, w):
+    """KNOWN as the authors' Keras model computes it (know.md section 2), written independently in NumPy."""
+
+    def dense(name, x):
+        kernel, bias = arrays[name]
+        return x @ kernel + bias
+
+    def branch(x, first):
+        names = [f"dense_{first + i}" if first + i else "dense" for i in range(6)]
+        h = dense(names[0], x)
+        c = np.maximum(dense(names[1], h), 0)
+        g = dense(names[2], c) + dense(names[3], c) * np.exp(dense(names[4], c) * h)
+        z = dense(names[5], g)
+        return np.where(z > 0, z, 0.3 * z)  # Keras LeakyReLU's default slope
+
+    z = np.concatenate([branch(w, 0), branch(np.diff(w, axis=1), 6)], axis=1)
+    return w[:, -1] + np.tanh(dense("dense_12", z))[:, 0]
+
+
+def test_keras_converter_matches_an_independent_numpy_forward(tmp_path):
+    rng = np.random.default_rng(0)
+    files = {kind: tmp_path / f"KNOWN_{kind}.h5" for kind in ("Conv", "FC", "Bias")}
+    arrays = {kind: write_keras_h5(path, rng) for kind, path in files.items()}
+    model = convert_keras_weights(files["Conv"], files["FC"], files["Bias"])
+    w = rng.normal(0, 0.05, (500, 5)).astype(np.float32)
+    for kind, name in (("conv", "Conv"), ("fc", "FC"), ("bias", "Bias")):
+        expected = numpy_known(arrays[name], w.astype(np.float64))
+        got = model(torch.from_numpy(w), kind).detach().numpy()
+        np.testing.assert_allclose(got, expected, atol=2e-5)
+    assert [name for name, _ in keras_layer_order(model.nets["fc"])][-1] == "dense_12"
+
+
+def test_keras_converter_names_the_bad_file_and_layer(tmp_path):
+    rng = np.random.default_rng(0)
+    good, short = tmp_path / "good.h5", tmp_path / "short.h5"
+    write_keras_h5(good, rng)
+    write_keras_h5(short, rng, window=4)
+    with pytest.raises(ValueError, match=r"short\.h5:dense: kernel \(4, 64\).*expected \(5, 64\)"):
+        convert_keras_weights(good, short, good)
+    broken = tmp_path / "broken.h5"
+    write_keras_h5(broken, rng)
+    with h5py.File(broken, "a") as file:
+        del file["dense_7"]
+    with pytest.raises(ValueError, match=r"broken\.h5: no layer group 'dense_7'"):
+        convert_keras_weights(good, good, broken)

@@ -1,0 +1,213 @@
+"""KnowPredictor.predict: every predictor, streaming I/O, norm layers, Hub checkpoints and revisions, bad input."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
+
+from hf_know.hub import pull, push_folder
+from hf_know.know import KnowHyperModel, KnowPredictor, push_prediction, tensor_kind
+from hf_know.know.predictor import PREDICTION_FILE
+from hf_know.testing import tiny_bert, tiny_resnet
+
+STEPS = 2
+
+
+def make_trajectory(root, model_fn=tiny_bert, n=5, dtype=torch.float32, max_shard_size=None):
+    """`n` checkpoints whose floating tensors move along a straight line: checkpoint i (smallest data first) is
+    `base + t * direction` with t = i - (n - 1), so the full-data one (last) is `base`."""
+    torch.manual_seed(0)
+    base = model_fn().to(dtype)
+    state = base.state_dict()
+    direction = {k: torch.randn_like(v) * 0.01 for k, v in state.items() if v.is_floating_point()}
+    folders = []
+    for i in range(n):
+        t = i - (n - 1)
+        model = model_fn().to(dtype)
+        model.load_state_dict({k: v + t * direction[k] if k in direction else v for k, v in state.items()})
+        folder = root / f"ckpt-{i}"
+        kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+        model.save_pretrained(folder, **kwargs)
+        folders.append(folder)
+    return folders, state, direction
+
+
+def load_prediction(folder):
+    files = sorted(folder.glob("*.safetensors"))
+    state = {}
+    for file in files:
+        state.update(load_file(file))
+    return state
+
+
+@pytest.fixture(scope="module")
+def bert_trajectory(tmp_path_factory):
+    return make_trajectory(tmp_path_factory.mktemp("bert"))
+
+
+@pytest.mark.parametrize("predictor", ["naive", "task_vector", "linear", "quadratic"])
+def test_fitted_predictors_extrapolate_a_straight_trajectory_exactly(tmp_path, bert_trajectory, predictor):
+    folders, state, direction = bert_trajectory
+    out = KnowPredictor().predict(folders, STEPS, tmp_path / "out", predictor=predictor)
+    predicted = load_prediction(out)
+    record = json.loads((out / PREDICTION_FILE).read_text())
+    assert record["tensors"]["predict"] > 0 and record["tensors"]["norm"] > 0
+    k = 0 if predictor == "naive" else STEPS
+    for name, value in state.items():
+        is_norm = "LayerNorm" in name
+        expected = value if is_norm or name not in direction else value + k * direction[name]
+        torch.testing.assert_close(predicted[name], expected, atol=1e-5, rtol=1e-4, msg=name)
+    model = AutoModelForSequenceClassification.from_pretrained(out)  # a standard checkpoint
+    assert model.config.num_labels == 4
+
+
+def test_shrink_scales_weights_per_kind_and_leaves_biases(tmp_path, bert_trajectory):
+    folders, state, _ = bert_trajectory
+    out = KnowPredictor().predict(folders, STEPS, tmp_path / "out", predictor="shrink", shrink={"fc": 0.5})
+    predicted = load_prediction(out)
+    weight = "bert.encoder.layer.0.attention.self.query.weight"
+    torch.testing.assert_close(predicted[weight], state[weight] * 0.25)
+    torch.testing.assert_close(predicted[weight.replace("weight", "bias")], state[weight.replace("weight", "bias")])
+
+
+def test_known_applies_the_hypermodel_recursively_per_scalar(tmp_path, bert_trajectory):
+    folders, _, _ = bert_trajectory
+    hypermodel = KnowHyperModel()
+    out = KnowPredictor(hypermodel).predict(folders, STEPS, tmp_path / "out", chunk_size=1000)
+    predicted = load_prediction(out)
+    states = [load_file(f / "model.safetensors") for f in folders]
+    for name in ["bert.embeddings.word_embeddings.weight", "classifier.bias", "bert.pooler.dense.weight"]:
+        window = torch.stack([s[name].reshape(-1) for s in states], dim=1)
+        kind = tensor_kind(name, states[-1][name].shape)
+        with torch.no_grad():
+            for _ in range(STEPS):
+                window = torch.cat([window[:, 1:], hypermodel(window, kind)[:, None]], dim=1)
+        torch.testing.assert_close(predicted[name].reshape(-1), window[:, -1], atol=1e-6, rtol=1e-5)
+
+
+def test_sharded_bf16_in_sharded_out_and_chunking_does_not_change_the_result(tmp_path):
+    folders, state, _ = make_trajectory(tmp_path, dtype=torch.bfloat16, max_shard_size="30KB")
+    assert (folders[0] / "model.safetensors.index.json").is_file()
+    predictor = KnowPredictor(KnowHyperModel())
+    small = predictor.predict(folders, 1, tmp_path / "small", chunk_size=97, max_shard_size=40_000)
+    large = predictor.predict(folders, 1, tmp_path / "large", chunk_size=1 << 20)
+    index = json.loads((small / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1 and set(index["weight_map"]) == set(state)
+    a, b = load_prediction(small), load_prediction(large)
+    assert all(a[k].dtype == torch.bfloat16 and torch.equal(a[k], b[k]) for k in state)
+    model = AutoModelForSequenceClassification.from_pretrained(small)
+    assert model.bert.embeddings.word_embeddings.weight.dtype in (torch.bfloat16, torch.float32)
+
+
+def test_batchnorm_copied_by_default_and_reset_on_request(tmp_path):
+    folders, state, direction = make_trajectory(tmp_path, model_fn=lambda: tiny_resnet(num_labels=3))
+    copy = load_prediction(KnowPredictor().predict(folders, 1, tmp_path / "copy", predictor="linear"))
+    reset_dir = KnowPredictor().predict(folders, 1, tmp_path / "reset", predictor="linear", norm_layers="reset")
+    reset = load_prediction(reset_dir)
+    bn = "resnet.embedder.embedder.normalization"
+    for leaf, fresh in [("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)]:
+        torch.testing.assert_close(copy[f"{bn}.{leaf}"], state[f"{bn}.{leaf}"])
+        assert torch.all(reset[f"{bn}.{leaf}"] == fresh)
+    assert reset[f"{bn}.num_batches_tracked"] == 0
+    conv = "resnet.embedder.embedder.convolution.weight"
+    torch.testing.assert_close(copy[conv], state[conv] + direction[conv])
+    AutoModelForImageClassification.from_pretrained(reset_dir)
+
+
+def test_exclude_copies_matching_tensors(tmp_path, bert_trajectory):
+    folders, state, _ = bert_trajectory
+    out = KnowPredictor().predict(folders, 1, tmp_path / "out", predictor="linear", exclude=["classifier.*"])
+    predicted = load_prediction(out)
+    assert torch.equal(predicted["classifier.weight"], state["classifier.weight"])
+    assert not torch.equal(predicted["bert.pooler.dense.weight"], state["bert.pooler.dense.weight"])
+
+
+def test_checkpoints_and_revisions_from_the_hub_and_push_with_card(tmp_path, bert_trajectory, hub):
+    folders, _, _ = bert_trajectory
+    commits = [push_folder(f, "tester/trajectory", revision=f"session-{4 - i}") for i, f in enumerate(folders)]
+    specs = [f"tester/trajectory@session-{4 - i}" for i in range(5)]
+    specs[0] = f"tester/trajectory@{commits[0].oid}"  # a commit works as a revision too
+    predictor = KnowPredictor(KnowHyperModel())
+    from_hub = predictor.predict(specs, STEPS, tmp_path / "hub")
+    local = predictor.predict(folders, STEPS, tmp_path / "local")
+    a, b = load_prediction(from_hub), load_prediction(local)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    record = json.loads((from_hub / PREDICTION_FILE).read_text())
+    assert record["checkpoints"][1]["revision"] == "session-3" and record["checkpoints"][0]["commit"] == commits[0].oid
+    push_prediction(from_hub, "tester/know-x4")
+    pulled = pull("tester/know-x4", local_dir=tmp_path / "pulled")
+    AutoModelForSequenceClassification.from_pretrained(pulled)
+    card = (pulled / "README.md").read_text()
+    assert "| predictor | known |" in card and "session-3" in card and "BertForSequenceClassification" in card
+    with pytest.raises(ValueError, match="has no revision 'session-9'"):
+        predictor.predict([*specs[:4], "tester/trajectory@session-9"], 1, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_bad_input_names_the_problem_and_writes_nothing(tmp_path, bert_trajectory):
+    folders, state, _ = bert_trajectory
+    predictor = KnowPredictor(KnowHyperModel())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous result")
+
+    def fails(checkpoints, match, **kwargs):
+        with pytest.raises(ValueError, match=match):
+            predictor.predict(checkpoints, 1, out, **kwargs)
+        assert sorted(p.name for p in tmp_path.glob("*out*")) == ["out"]  # no temporary folder left
+        assert (out / "keep.txt").read_text() == "previous result"  # the previous output is untouched
+
+    fails(folders[:1], "at least 2 checkpoints")
+    fails(folders[:3], "predictor='known' reads the last 5 checkpoints")
+    fails(folders, "predictor='nope' is not one of", predictor="nope")
+    fails(folders, "norm_layers='keep' is not one of", norm_layers="keep")
+
+    def variant(name, edit):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text((folders[1] / "config.json").read_text())
+        tensors = load_file(folders[1] / "model.safetensors")
+        edit(tensors)
+        save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+        return folder
+
+    missing = variant("missing", lambda t: t.pop("classifier.bias"))
+    fails(
+        [*folders[:1], missing, *folders[2:]], r"'.*missing' does not hold the tensors.*missing \['classifier.bias'\]"
+    )
+    reshaped = variant("reshaped", lambda t: t.update({"classifier.bias": torch.zeros(7)}))
+    fails(
+        [*folders[:1], reshaped, *folders[2:]],
+        r"Tensor 'classifier.bias' of checkpoint '.*reshaped' is torch.float32 \[7\]; expected torch.float32 \[4\]",
+    )
+    retyped = variant("retyped", lambda t: t.update({"classifier.bias": t["classifier.bias"].half()}))
+    fails([*folders[:1], retyped, *folders[2:]], r"'classifier.bias' of checkpoint '.*retyped' is torch.float16")
+
+    def poison(t):
+        t["classifier.weight"][1, 2] = float("nan")
+
+    nan = variant("nan", poison)
+    fails([*folders[:4], nan], r"Tensor 'classifier.weight' of checkpoint '.*nan' holds a non-finite value")
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((folders[0] / "config.json").read_text())
+    torch.save(load_file(folders[0] / "model.safetensors"), pickled / "pytorch_model.bin")
+    fails([pickled, *folders[1:]], "holds only pickle weights.*allow_pickle=True")
+    result = load_prediction(predictor.predict([pickled, *folders[1:]], 1, tmp_path / "ok", allow_pickle=True))
+    expected = load_prediction(predictor.predict(folders, 1, tmp_path / "ok2"))
+    assert all(torch.equal(result[k], expected[k]) for k in state)
+    fails([*folders[:4], tmp_path / "nowhere"], "'.*nowhere' is neither a local folder nor a Hub repo")
+
+
+def test_reversed_trajectory_from_collect_is_refused(tmp_path):
+    folders, _, _ = make_trajectory(tmp_path, n=3)
+    for i, folder in enumerate(folders):  # what collect_trajectory records: subset sizes 100, 200, 400
+        (folder / "know_session.json").write_text(json.dumps({"subset_size": 100 * 2**i, "r": 0.5}))
+    out = KnowPredictor().predict(folders, 1, tmp_path / "out", predictor="linear")
+    assert json.loads((out / PREDICTION_FILE).read_text())["r"] == 0.5
+    with pytest.raises(ValueError, match="It looks reversed: pass the smallest subset first"):
+        KnowPredictor().predict(folders[::-1], 1, tmp_path / "rev", predictor="linear")
+    assert not (tmp_path / "rev").exists()

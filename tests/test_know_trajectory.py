@@ -1,0 +1,119 @@
+"""Forgetting trajectories with transformers.Trainer: nested subsets, one checkpoint per session, resume, Hub."""
+
+import itertools
+import json
+
+import datasets
+import pytest
+import torch
+from huggingface_hub import HfApi
+from safetensors.torch import load_file
+from transformers import TrainerCallback, TrainingArguments
+
+from hf_know.know import collect_trajectory, subset_sizes
+from hf_know.know.trajectory import SESSION_FILE
+from hf_know.testing import tiny_bert
+
+
+def text_dataset(n=48):
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 100, (n, 6), generator=generator)
+    return datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 0] % 2).tolist()})
+
+
+def arguments(tmp_path, **kwargs):
+    return TrainingArguments(
+        output_dir=str(tmp_path / "scratch"), per_device_train_batch_size=8, num_train_epochs=1, learning_rate=1e-3,
+        report_to="none", save_strategy="no", use_cpu=True, seed=0, **kwargs,
+    )  # fmt: skip
+
+
+def weights(folder):
+    return load_file(folder / "model.safetensors")
+
+
+class Interrupt(TrainerCallback):
+    """Stops the run in the middle of the session whose subset has `size` examples."""
+
+    def __init__(self, size):
+        self.size = size
+
+    def on_step_end(self, args, state, control, train_dataloader=None, **kwargs):
+        if len(train_dataloader.dataset) == self.size:
+            raise KeyboardInterrupt
+
+
+def test_subset_sizes_and_their_errors():
+    assert subset_sizes(1000, 0.5, 5) == [1000, 500, 250, 125, 62]
+    with pytest.raises(ValueError, match="too small for 5 nested subsets"):
+        subset_sizes(8, 0.5, 5)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        subset_sizes(100, 1.5, 3)
+
+
+def test_sessions_nested_resumable_and_deterministic(tmp_path):
+    dataset = text_dataset()
+    straight = collect_trajectory(tiny_bert(num_labels=2), dataset, arguments(tmp_path), tmp_path / "a", num_sessions=4)
+    assert straight == [str(tmp_path / "a" / f"session-{k}") for k in (3, 2, 1, 0)]  # smallest data first
+    records = [json.loads((tmp_path / "a" / f"session-{k}" / SESSION_FILE).read_text()) for k in range(4)]
+    assert [r["subset_size"] for r in records] == [48, 24, 12, 6]
+    assert all(r["train_loss"] > 0 for r in records)
+    # every session moved the weights
+    states = [weights(tmp_path / "a" / f"session-{k}") for k in range(4)]
+    assert all(not torch.equal(a["classifier.weight"], b["classifier.weight"]) for a, b in itertools.pairwise(states))
+
+    # Interrupted inside session 2: sessions 0 and 1 are complete, nothing of session 2 is left behind.
+    torch.manual_seed(0)
+    model = tiny_bert(num_labels=2)
+    with pytest.raises(KeyboardInterrupt):
+        collect_trajectory(
+            model, dataset, arguments(tmp_path), tmp_path / "b", num_sessions=4, callbacks=[Interrupt(12)]
+        )
+    assert sorted(p.name for p in (tmp_path / "b").iterdir() if not p.name.startswith(".trainer")) == [
+        "session-0", "session-1", "trajectory.json"
+    ]  # fmt: skip
+    before = (tmp_path / "b" / "session-1" / "model.safetensors").stat().st_mtime_ns
+    # Resume with a fresh model: finished sessions are not redone, and the result equals the uninterrupted run.
+    torch.manual_seed(123)
+    collect_trajectory(tiny_bert(num_labels=2), dataset, arguments(tmp_path), tmp_path / "b", num_sessions=4)
+    assert (tmp_path / "b" / "session-1" / "model.safetensors").stat().st_mtime_ns == before
+    for k in range(4):
+        a, b = weights(tmp_path / "a" / f"session-{k}"), weights(tmp_path / "b" / f"session-{k}")
+        assert all(torch.equal(a[name], b[name]) for name in a), k
+    with pytest.raises(ValueError, match=r"other settings \(r, subset_sizes: \[0.5, \[48, 24, 12, 6\]\] there"):
+        collect_trajectory(tiny_bert(num_labels=2), dataset, arguments(tmp_path), tmp_path / "b", num_sessions=4, r=0.6)
+
+
+def test_per_session_schedule_and_given_full_data_model(tmp_path):
+    dataset = text_dataset()
+    model = tiny_bert(num_labels=2)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    collect_trajectory(
+        model, dataset, arguments(tmp_path), tmp_path / "t", num_sessions=3, train_first_session=False,
+        session_epochs=[1, 2, 3], session_learning_rates=[1e-3, 5e-4, 2.5e-4],
+    )  # fmt: skip
+    session0 = weights(tmp_path / "t" / "session-0")
+    assert torch.equal(session0["classifier.weight"], initial["classifier.weight"])  # taken as is
+    record = json.loads((tmp_path / "t" / "session-2" / SESSION_FILE).read_text())
+    assert record["epochs"] == 3 and record["learning_rate"] == 2.5e-4 and "train_loss" in record
+    with pytest.raises(ValueError, match="session_epochs has 2 values; expected one per session"):
+        collect_trajectory(model, dataset, arguments(tmp_path), tmp_path / "u", num_sessions=3, session_epochs=[1, 2])
+
+
+def test_sessions_on_hub_branches_and_resume_from_the_hub(tmp_path, hub):
+    dataset = text_dataset()
+    specs = collect_trajectory(
+        tiny_bert(num_labels=2), dataset, arguments(tmp_path), tmp_path / "t", num_sessions=3,
+        hub_model_id="tester/forgetting",
+    )  # fmt: skip
+    assert specs == ["tester/forgetting@session-2", "tester/forgetting@session-1", "tester/forgetting@session-0"]
+    branches = {b.name for b in HfApi().list_repo_refs("tester/forgetting").branches}
+    assert {"session-0", "session-1", "session-2"} <= branches
+    # On another machine (fresh output_dir): every session is pulled from the Hub, none retrained.
+    torch.manual_seed(5)
+    collect_trajectory(
+        tiny_bert(num_labels=2), dataset, arguments(tmp_path), tmp_path / "elsewhere", num_sessions=3,
+        hub_model_id="tester/forgetting", callbacks=[Interrupt(len(dataset))],
+    )  # fmt: skip
+    a, b = weights(tmp_path / "t" / "session-2"), weights(tmp_path / "elsewhere" / "session-2")
+    assert all(torch.equal(a[name], b[name]) for name in a)
