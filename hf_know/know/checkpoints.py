@@ -133,6 +133,7 @@ class CheckpointReader:
         self.checkpoint = checkpoint
         folder = checkpoint.folder
         self._state_dict = None
+        self._fds: dict[Path, int] = {}
         files = self._weight_files(folder, SAFETENSORS_FILE, SAFETENSORS_INDEX)
         if files:
             self.tensors: dict[str, TensorInfo] = {}
@@ -172,11 +173,20 @@ class CheckpointReader:
             return self._state_dict[name].reshape(-1)[start:stop].clone()
         itemsize = info.dtype.itemsize
         buffer = bytearray((stop - start) * itemsize)
-        if buffer:
-            with open(info.file, "rb") as handle:
-                handle.seek(info.offset + start * itemsize)
-                handle.readinto(buffer)
-        return torch.frombuffer(buffer, dtype=info.dtype) if buffer else torch.empty(0, dtype=info.dtype)
+        if not buffer:
+            return torch.empty(0, dtype=info.dtype)
+        if info.file not in self._fds:
+            self._fds[info.file] = os.open(info.file, os.O_RDONLY)
+        os.preadv(self._fds[info.file], [buffer], info.offset + start * itemsize)
+        return torch.frombuffer(buffer, dtype=info.dtype)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __del__(self):
+        self.close()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ PREDICTORS = ("naive", "task_vector", "linear", "quadratic", "shrink", "known")
 # Per-step shrink factors of the `shrink` control (know.md section 5: KNOWN's released weights shrink conv kernels by
 # about 20% and FC matrices by about 7% per step); biases are left alone.
 DEFAULT_SHRINK = {"conv": 0.2, "fc": 0.07, "bias": 0.0}
+# Rows KNOWN evaluates at once: small enough for its activations to stay in the CPU cache (fastest measured).
+KNOWN_BATCH = 2048
 
 
 def min_window(predictor: str, hypermodel: KnowHyperModel | None = None) -> int:
@@ -83,8 +85,11 @@ class Extrapolator:
             window = self.reads(trajectory.shape[-1])
             return trajectory[:, -window:] @ self.coefficients(window, kind)
         net = self.hypermodel.nets[kind]
-        window = trajectory[:, -self.window :].contiguous()
-        for _ in range(self.steps):
-            predicted = window[:, -1] + net.fast_forward(window)
-            window = torch.cat([window[:, 1:], predicted[:, None]], dim=1)
-        return window[:, -1]
+        out = torch.empty(len(trajectory))
+        for start in range(0, len(trajectory), KNOWN_BATCH):
+            window = trajectory[start : start + KNOWN_BATCH, -self.window :].contiguous()
+            for _ in range(self.steps):
+                predicted = window[:, -1] + net.fast_forward(window)
+                window = torch.cat([window[:, 1:], predicted[:, None]], dim=1)
+            out[start : start + KNOWN_BATCH] = window[:, -1]
+        return out

@@ -144,6 +144,7 @@ class KnowHyperModel(
     library_name="hf-know",
     tags=["hf-know", "know", "weight-prediction"],
     repo_url="https://github.com/hf-know/hf-know",
+    paper_url="https://arxiv.org/abs/2508.05059",
 ):
     """The three KNOWN networks (`conv`, `fc`, `bias`) and the rule routing a tensor to one of them.
 

@@ -101,7 +101,7 @@ class KnowPredictor:
         exclude: Sequence[str] = (),
         shrink: dict[str, float] | None = None,
         allow_pickle: bool = False,
-        chunk_size: int = 2048,
+        chunk_size: int = 1 << 20,
         max_shard_size: int | str = "5GB",
         token: str | None = None,
     ) -> Path:
@@ -121,7 +121,7 @@ class KnowPredictor:
             exclude: glob patterns of tensor names to copy from the full-data checkpoint instead of predicting.
             shrink: per-kind factors of `predictor="shrink"`.
             allow_pickle: read checkpoints that only hold `pytorch_model*.bin`, with `torch.load(weights_only=True)`.
-            chunk_size: elements of one tensor processed at a time (bounds memory).
+            chunk_size: elements of one tensor read at a time from each checkpoint (bounds memory).
             max_shard_size: largest safetensors shard written, as `transformers` `save_pretrained` takes it.
             token: Hub token for private checkpoints.
 
@@ -149,59 +149,64 @@ class KnowPredictor:
         sessions = [_read_session(source.folder) for source in sources]
         r = _check_order(sources, sessions, r)
         readers = [CheckpointReader(source, allow_pickle=allow_pickle) for source in sources]
-        full = readers[-1]
-        _check_compatible(readers)
-        shapes = {name: info.shape for name, info in full.tensors.items()}
-        outputs = [OutputTensor(name, info.dtype, info.shape) for name, info in full.tensors.items()]
-        roles = {}
-        for name, info in full.tensors.items():
-            role = tensor_role(name, info.shape, info.dtype, shapes)
-            if role == "predict" and any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
-                role = "copy"
-            roles[name] = role
-        record = {
-            "predictor": predictor,
-            "steps": steps,
-            "r": r,
-            "data_multiplier": (1 / r) ** steps if r else None,
-            "norm_layers": norm_layers,
-            "exclude": list(exclude),
-            "hypermodel": self.hypermodel_name if predictor == "known" else None,
-            "conv_rule": self.hypermodel.conv_rule if self.hypermodel is not None else "any_kernel",
-            "checkpoints": [
-                {"source": s.label, "repo_id": s.repo_id, "revision": s.revision, "commit": _commit(s)} for s in sources
-            ],
-            "tensors": {role: sum(v == role for v in roles.values()) for role in ("predict", "norm", "copy")},
-        }
-        used = readers[-extrapolator.reads(len(readers)) :]
-        conv_rule = self.hypermodel.conv_rule if self.hypermodel is not None else "any_kernel"
-        with atomic_output_dir(output_dir) as tmp:
-            writer = ShardedCheckpointWriter(
-                tmp,
-                plan_shards(outputs, max_shard_size),
-                {"hf_know": json.dumps({"predictor": predictor, "steps": steps})},
-            )
-            for name, info in tqdm(full.tensors.items(), desc=f"KNOW {predictor} x{steps}", unit="tensor"):
-                writer.begin(name)
-                kind = tensor_kind(name, info.shape, conv_rule)
-                for start in range(0, info.numel, chunk_size):
-                    stop = min(start + chunk_size, info.numel)
-                    if roles[name] == "predict":
-                        window = torch.stack([_finite(reader, name, start, stop) for reader in used], dim=1)
-                        writer.write(extrapolator(window.float(), kind))
-                    elif roles[name] == "norm" and norm_layers == "reset":
-                        writer.write(torch.full((stop - start,), norm_reset_value(name), dtype=info.dtype))
-                    else:
-                        writer.write(full.read(name, start, stop))
-            writer.close()
-            for path in full.checkpoint.folder.iterdir():
-                if (
-                    path.is_file()
-                    and not path.name.endswith(WEIGHT_SUFFIXES)
-                    and path.name not in NON_WEIGHT_FILES_SKIPPED
-                ):
-                    shutil.copyfile(path, tmp / path.name)
-            (tmp / PREDICTION_FILE).write_text(json.dumps(record, indent=2))
+        try:
+            full = readers[-1]
+            _check_compatible(readers)
+            shapes = {name: info.shape for name, info in full.tensors.items()}
+            outputs = [OutputTensor(name, info.dtype, info.shape) for name, info in full.tensors.items()]
+            roles = {}
+            for name, info in full.tensors.items():
+                role = tensor_role(name, info.shape, info.dtype, shapes)
+                if role == "predict" and any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
+                    role = "copy"
+                roles[name] = role
+            record = {
+                "predictor": predictor,
+                "steps": steps,
+                "r": r,
+                "data_multiplier": (1 / r) ** steps if r else None,
+                "norm_layers": norm_layers,
+                "exclude": list(exclude),
+                "hypermodel": self.hypermodel_name if predictor == "known" else None,
+                "conv_rule": self.hypermodel.conv_rule if self.hypermodel is not None else "any_kernel",
+                "checkpoints": [
+                    {"source": s.label, "repo_id": s.repo_id, "revision": s.revision, "commit": _commit(s)}
+                    for s in sources
+                ],
+                "tensors": {role: sum(v == role for v in roles.values()) for role in ("predict", "norm", "copy")},
+            }
+            used = readers[-extrapolator.reads(len(readers)) :]
+            conv_rule = self.hypermodel.conv_rule if self.hypermodel is not None else "any_kernel"
+            with atomic_output_dir(output_dir) as tmp:
+                writer = ShardedCheckpointWriter(
+                    tmp,
+                    plan_shards(outputs, max_shard_size),
+                    {"hf_know": json.dumps({"predictor": predictor, "steps": steps})},
+                )
+                for name, info in tqdm(full.tensors.items(), desc=f"KNOW {predictor} x{steps}", unit="tensor"):
+                    writer.begin(name)
+                    kind = tensor_kind(name, info.shape, conv_rule)
+                    for start in range(0, info.numel, chunk_size):
+                        stop = min(start + chunk_size, info.numel)
+                        if roles[name] == "predict":
+                            window = torch.stack([_finite(reader, name, start, stop) for reader in used], dim=1)
+                            writer.write(extrapolator(window.float(), kind))
+                        elif roles[name] == "norm" and norm_layers == "reset":
+                            writer.write(torch.full((stop - start,), norm_reset_value(name), dtype=info.dtype))
+                        else:
+                            writer.write(full.read(name, start, stop))
+                writer.close()
+                for path in full.checkpoint.folder.iterdir():
+                    if (
+                        path.is_file()
+                        and not path.name.endswith(WEIGHT_SUFFIXES)
+                        and path.name not in NON_WEIGHT_FILES_SKIPPED
+                    ):
+                        shutil.copyfile(path, tmp / path.name)
+                (tmp / PREDICTION_FILE).write_text(json.dumps(record, indent=2))
+        finally:
+            for reader in readers:
+                reader.close()
         logger.info("KNOW %s x%d: %s", predictor, steps, record["tensors"])
         return Path(output_dir).resolve()
 
