@@ -5,6 +5,7 @@ Importing this package registers its PEFT methods with the installed PEFT, so th
 """
 
 from .cluster_retrieval import ClusterRetrievalAdapterConfig, ClusterRetrievalModel
+from .know import KnowHyperModel, KnowPredictor
 from .projection import ProjectionConfig, ProjectionLayer, ProjectionModel, prepare_full_finetuning
 
 __version__ = "0.1.0"
@@ -12,6 +13,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ClusterRetrievalAdapterConfig",
     "ClusterRetrievalModel",
+    "KnowHyperModel",
+    "KnowPredictor",
     "ProjectionConfig",
     "ProjectionLayer",
     "ProjectionModel",

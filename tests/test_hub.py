@@ -85,7 +85,7 @@ def test_push_folder_rejects_a_missing_folder(tmp_path):
 
 def test_templates_ship_in_the_wheel(tmp_path):
     """Build the wheel, install it in a fresh venv (dependencies borrowed, not hf_know), render a card there and
-    find the shipped metric modules."""
+    find the shipped metric modules and default KNOWN hyper-model."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", REPO_ROOT],
         check=True, capture_output=True,
@@ -110,11 +110,14 @@ def test_templates_ship_in_the_wheel(tmp_path):
         assert card.data.library_name == "peft"
         import hf_know.metrics
         assert hf_know.metrics.available() == ["continual_learning"]
+        assert "know" in hub.available_templates()
+        predictor = hf_know.KnowPredictor.from_pretrained()  # the default hyper-model ships in the wheel
+        assert predictor.hypermodel.window == 5
         print("ok")
         """
     )
     result = subprocess.run([venv / "bin" / "python", "-c", code], capture_output=True, text=True, cwd=tmp_path)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    assert result.returncode == 0 and result.stdout.strip().splitlines()[-1] == "ok", result.stderr
 
 
 def test_available_templates():

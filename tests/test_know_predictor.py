@@ -161,6 +161,7 @@ def test_bad_input_names_the_problem_and_writes_nothing(tmp_path, bert_trajector
 
     fails(folders[:1], "at least 2 checkpoints")
     fails(folders[:3], "predictor='known' reads the last 5 checkpoints")
+    fails(folders[:2], "predictor='quadratic' reads the last 3 checkpoints", predictor="quadratic")
     fails(folders, "predictor='nope' is not one of", predictor="nope")
     fails(folders, "norm_layers='keep' is not one of", norm_layers="keep")
 

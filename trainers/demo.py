@@ -10,7 +10,12 @@ merged model classify the test set exactly as the trained one did.
 PROTEUS continual fine-tuning: learn digits as 5 tasks of 2 classes one after another on a ViT
 (trainers/continual.py, configs/continual/digits.yaml), push the adapter (every task module and signature), pull
 it back, and check that task-free inference (each image routed to its retrieved task) reproduces the run's final
-accuracies. Later parts join this demo as they land.
+accuracies.
+
+KNOW weight prediction: make a forgetting trajectory of a small ResNet on digits 0-4 (trainers/know.py collect,
+configs/know/collect_tiny.yaml) with every session pushed to a branch of one loopback Hub repo, predict x8 weights
+from those Hub revisions with the shipped KNOWN hyper-model, push them with a model card, and load them back with
+`AutoModelForImageClassification.from_pretrained`. Later parts join this demo as they land.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import continual
+import know
 import torch
 from huggingface_hub import ModelCard
 from peft import PeftModel
@@ -40,8 +46,8 @@ def run_recipe(name: str, *overrides: str) -> dict:
     return project_main(*args)
 
 
-def accuracy_on_test_split(model, classes) -> float:
-    test = load_digits_dataset(classes)["test"][:]
+def accuracy_on_test_split(model, classes, image_size: int = 32) -> float:
+    test = load_digits_dataset(classes, image_size)["test"][:]
     with torch.no_grad():
         logits = model.eval()(pixel_values=test["pixel_values"]).logits
     return float((logits.argmax(-1) == test["labels"]).float().mean())
@@ -104,12 +110,48 @@ def continual_demo(work: Path) -> dict:
     }
 
 
+def know_demo(work: Path) -> dict:
+    trajectory_repo, predicted_repo = "demo/digits-trajectory", "demo/digits-know-x8"
+    configs = Path(__file__).resolve().parents[1] / "configs" / "know"
+    revisions = know.main(
+        [
+            "collect", "--config", str(configs / "collect_tiny.yaml"), "--output_dir", str(work / "trajectory"),
+            "--push_to_hub", "true", "--hub_model_id", trajectory_repo, "--disable_tqdm", "true",
+        ]
+    )  # fmt: skip
+    output = know.main(
+        [
+            "predict", "--config", str(configs / "predict_tiny.yaml"), "--checkpoints", *revisions,
+            "--output_dir", str(work / "know-x8"), "--hub_model_id", predicted_repo,
+        ]
+    )  # fmt: skip
+    pulled = AutoModelForImageClassification.from_pretrained(predicted_repo)
+    local = AutoModelForImageClassification.from_pretrained(output)
+    if any(
+        not torch.equal(a, b) for a, b in zip(pulled.state_dict().values(), local.state_dict().values(), strict=True)
+    ):
+        raise RuntimeError("The KNOW weights pulled from the loopback Hub differ from the ones written locally.")
+    full = AutoModelForImageClassification.from_pretrained(work / "trajectory" / "session-0")
+    record = json.loads((output / "know_prediction.json").read_text())
+    return {
+        "trajectory (smallest data first), pushed as Hub revisions": revisions,
+        "predictor": f"{record['predictor']} x{record['data_multiplier']:g} ({record['hypermodel']})",
+        "tensors predicted / normalisation copied / copied": list(record["tensors"].values()),
+        "digits 0-4 test accuracy, full-data weights": round(accuracy_on_test_split(full, range(5), 16), 4),
+        "digits 0-4 test accuracy, KNOW x8 weights (an initialiser for fine-tuning, not a final model)": round(
+            accuracy_on_test_split(pulled, range(5), 16), 4
+        ),
+        "model card": ModelCard.load(predicted_repo).data.tags,
+    }
+
+
 def main() -> int:
     with LoopbackHub() as hub, tempfile.TemporaryDirectory(prefix="hf-know-demo-") as work:
         print(f"Loopback Hub at {hub.endpoint}")
         summary = {
             "model projection": projection_demo(Path(work)),
             "PROTEUS continual fine-tuning": continual_demo(Path(work)),
+            "KNOW weight prediction": know_demo(Path(work)),
         }
     print(json.dumps(summary, indent=2))
     print("Demo finished: every check passed.")

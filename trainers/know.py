@@ -14,6 +14,7 @@ command line.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
@@ -79,6 +80,13 @@ class MetaTrainArguments:
 
 def collect(args: CollectArguments, training_args: CollectTrainingArguments) -> list[str]:
     set_seed(training_args.seed)
+    hub_model_id = training_args.hub_model_id if training_args.push_to_hub else None
+    if training_args.push_to_hub and not hub_model_id:
+        raise ValueError(
+            "push_to_hub is set but hub_model_id is not: name the Hub repo whose branches get the sessions."
+        )
+    # Sessions are pushed as branches by collect_trajectory; the Trainer itself never pushes.
+    training_args = dataclasses.replace(training_args, push_to_hub=False)
     data = load_digits_dataset(args.classes, args.image_size)
     if args.model_name_or_path:
         model = AutoModelForImageClassification.from_pretrained(
@@ -105,7 +113,7 @@ def collect(args: CollectArguments, training_args: CollectTrainingArguments) -> 
         train_first_session=args.train_first_session,
         session_epochs=args.session_epochs,
         session_learning_rates=args.session_learning_rates,
-        hub_model_id=training_args.hub_model_id if training_args.push_to_hub else None,
+        hub_model_id=hub_model_id,
         token=training_args.hub_token,
     )
 
@@ -155,8 +163,8 @@ def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
         raise SystemExit(f"usage: know.py {{{','.join(COMMANDS)}}} [--config file.yaml] [options]")
-    dataclasses, command = COMMANDS[argv[0]]
-    return command(*ConfigArgumentParser(dataclasses).parse_args_and_config(argv[1:]))
+    arguments, command = COMMANDS[argv[0]]
+    return command(*ConfigArgumentParser(arguments).parse_args_and_config(argv[1:]))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_model
 from tqdm.auto import tqdm
 
 from ..hub import push_folder, render_model_card
@@ -85,8 +86,10 @@ class KnowPredictor:
         """Load a hyper-model folder or Hub repo (`KnowHyperModel.from_pretrained` kwargs: `revision`, `token`...);
         with no argument, the default hyper-model shipped with hf-know (recipe: `configs/know/meta_train.yaml`)."""
         if path_or_repo_id is None:
-            with resources.as_file(DEFAULT_HYPERMODEL) as folder:
-                return cls(KnowHyperModel.from_pretrained(folder, **kwargs), "hf-know default (meta_train.yaml)")
+            hypermodel = KnowHyperModel(**json.loads(DEFAULT_HYPERMODEL.joinpath("config.json").read_text()))
+            with resources.as_file(DEFAULT_HYPERMODEL / "model.safetensors") as weights:
+                load_model(hypermodel, weights)
+            return cls(hypermodel, "hf-know default (meta_train.yaml)")
         return cls(KnowHyperModel.from_pretrained(path_or_repo_id, **kwargs), os.fspath(path_or_repo_id))
 
     def predict(
@@ -140,10 +143,10 @@ class KnowPredictor:
                 f"{len(checkpoints)}."
             )
         extrapolator = Extrapolator(predictor, steps, self.hypermodel, shrink)
-        if predictor == "known" and len(checkpoints) < extrapolator.window:
+        if len(checkpoints) < extrapolator.window:
             raise ValueError(
-                f"predictor='known' reads the last {extrapolator.window} checkpoints of the trajectory; got "
-                f"{len(checkpoints)}. Collect more forgetting sessions or use a fitted predictor such as 'linear'."
+                f"predictor={predictor!r} reads the last {extrapolator.window} checkpoints of the trajectory; got "
+                f"{len(checkpoints)}. Collect more forgetting sessions or use a predictor with a shorter window."
             )
         sources = [resolve_checkpoint(spec, token=token) for spec in checkpoints]
         sessions = [_read_session(source.folder) for source in sources]
