@@ -109,6 +109,13 @@ def test_sessions_on_hub_branches_and_resume_from_the_hub(tmp_path, hub):
     assert specs == ["tester/forgetting@session-2", "tester/forgetting@session-1", "tester/forgetting@session-0"]
     branches = {b.name for b in HfApi().list_repo_refs("tester/forgetting").branches}
     assert {"session-0", "session-1", "session-2"} <= branches
+    # A run that stopped after saving a session but before pushing it pushes that session when resumed.
+    HfApi().delete_branch("tester/forgetting", branch="session-2")
+    collect_trajectory(
+        tiny_bert(num_labels=2), dataset, arguments(tmp_path), tmp_path / "t", num_sessions=3,
+        hub_model_id="tester/forgetting", callbacks=[Interrupt(len(dataset))],
+    )  # fmt: skip
+    assert "session-2" in {b.name for b in HfApi().list_repo_refs("tester/forgetting").branches}
     # On another machine (fresh output_dir): every session is pulled from the Hub, none retrained.
     torch.manual_seed(5)
     collect_trajectory(

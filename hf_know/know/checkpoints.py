@@ -9,6 +9,7 @@ header from the shapes known in advance, then streams every tensor's bytes in or
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from collections.abc import Iterable, Iterator
@@ -57,10 +58,7 @@ class TensorInfo:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for size in self.shape:
-            n *= size
-        return n
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -197,10 +195,7 @@ class OutputTensor:
 
     @property
     def nbytes(self) -> int:
-        n = self.dtype.itemsize
-        for size in self.shape:
-            n *= size
-        return n
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 def plan_shards(tensors: Iterable[OutputTensor], max_shard_size: int | str) -> list[list[OutputTensor]]:

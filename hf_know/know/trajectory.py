@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from accelerate import PartialState
 from huggingface_hub import HfApi
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
@@ -123,53 +124,56 @@ def collect_trajectory(
     api = HfApi(token=token) if hub_model_id else None
     branches = _hub_branches(api, hub_model_id)
     resumed_from = None
+    main_process = PartialState().is_main_process
     for session, size in enumerate(sizes):
-        folder = session_dir(output_dir, session)
-        if not (folder / SESSION_FILE).is_file() and f"session-{session}" in branches:
-            pull(hub_model_id, f"session-{session}", folder, token=token)
+        folder, branch = session_dir(output_dir, session), f"session-{session}"
+        if not (folder / SESSION_FILE).is_file() and branch in branches:
+            pull(hub_model_id, branch, folder, token=token)
         if (folder / SESSION_FILE).is_file():
             logger.info("Session %d already done (%s); skipping it.", session, folder)
             resumed_from = folder
-            continue
-        if resumed_from is not None:
-            model.load_state_dict(type(model).from_pretrained(resumed_from).state_dict())
-            resumed_from = None
-        record = {**plan, "session": session, "subset_size": size, "epochs": epochs[session]}
-        record["learning_rate"] = learning_rates[session]
-        trainer = None
-        if session > 0 or train_first_session:
-            logger.info(
-                "Session %d: %d examples, %s epochs, lr %s.", session, size, epochs[session], record["learning_rate"]
-            )
-            session_args = dataclasses.replace(
-                args,
-                output_dir=str(output_dir / ".trainer"),
-                num_train_epochs=epochs[session],
-                learning_rate=learning_rates[session],
-            )
-            trainer = Trainer(
-                model=model, args=session_args, train_dataset=shuffled.select(range(size)), **trainer_kwargs
-            )
-            record["train_loss"] = trainer.train().training_loss
-        if trainer is None or trainer.is_world_process_zero():
-            with atomic_output_dir(folder) as tmp:
-                model.save_pretrained(tmp)
-                processor = trainer_kwargs.get("processing_class")
-                if processor is not None:
-                    processor.save_pretrained(tmp)
-                (tmp / SESSION_FILE).write_text(json.dumps(record, indent=2))
-            if hub_model_id and f"session-{session}" not in branches:
-                push_folder(
-                    folder,
-                    hub_model_id,
-                    revision=f"session-{session}",
-                    token=token,
-                    commit_message=f"KNOW trajectory session {session} ({size} examples)",
+        else:
+            if resumed_from is not None:
+                model.load_state_dict(type(model).from_pretrained(resumed_from).state_dict())
+                resumed_from = None
+            record = {**plan, "session": session, "subset_size": size, "epochs": epochs[session]}
+            record["learning_rate"] = learning_rates[session]
+            if session > 0 or train_first_session:
+                session_args = dataclasses.replace(
+                    args,
+                    output_dir=str(output_dir / ".trainer"),
+                    num_train_epochs=epochs[session],
+                    learning_rate=learning_rates[session],
                 )
-        if trainer is not None:
-            trainer.accelerator.wait_for_everyone()
+                logger.info(
+                    "Session %d: %d examples, %s epochs, lr %s.",
+                    session,
+                    size,
+                    epochs[session],
+                    record["learning_rate"],
+                )
+                trainer = Trainer(
+                    model=model, args=session_args, train_dataset=shuffled.select(range(size)), **trainer_kwargs
+                )
+                record["train_loss"] = trainer.train().training_loss
+            if main_process:
+                _save_session(model, folder, record, trainer_kwargs.get("processing_class"))
+            PartialState().wait_for_everyone()
+        # Also pushes a session saved locally by a run that stopped before pushing it.
+        if hub_model_id and branch not in branches and main_process:
+            message = f"KNOW trajectory session {session} ({size} examples)"
+            push_folder(folder, hub_model_id, revision=branch, token=token, commit_message=message)
     shutil.rmtree(output_dir / ".trainer", ignore_errors=True)
     return trajectory_checkpoints(output_dir, num_sessions, hub_model_id)
+
+
+def _save_session(model, folder: Path, record: dict, processor) -> None:
+    """One standard checkpoint folder (weights, config, processor) plus the session record, written atomically."""
+    with atomic_output_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        if processor is not None:
+            processor.save_pretrained(tmp)
+        (tmp / SESSION_FILE).write_text(json.dumps(record, indent=2))
 
 
 def _check_plan(output_dir: Path, plan: dict) -> None:
