@@ -191,6 +191,9 @@ def test_bad_input_names_the_problem_and_writes_nothing(tmp_path, bert_trajector
 
     nan = variant("nan", poison)
     fails([*folders[:4], nan], r"Tensor 'classifier.weight' of checkpoint '.*nan' holds a non-finite value")
+    norm = "bert.embeddings.LayerNorm.weight"  # copied, not predicted: checked all the same
+    inf = variant("inf", lambda t: t[norm].__setitem__(0, float("inf")))
+    fails([*folders[:4], inf], rf"Tensor '{norm}' of checkpoint '.*inf' holds a non-finite value \(flat index 0\)")
 
     pickled = tmp_path / "pickled"
     pickled.mkdir()

@@ -197,7 +197,11 @@ class KnowPredictor:
                         elif roles[name] == "norm" and norm_layers == "reset":
                             writer.write(torch.full((stop - start,), norm_reset_value(name), dtype=info.dtype))
                         else:
-                            writer.write(full.read(name, start, stop))
+                            writer.write(
+                                _finite(full, name, start, stop)
+                                if info.dtype.is_floating_point
+                                else full.read(name, start, stop)
+                            )
                 writer.close()
                 for path in full.checkpoint.folder.iterdir():
                     if (
