@@ -192,16 +192,12 @@ class KnowPredictor:
                     for start in range(0, info.numel, chunk_size):
                         stop = min(start + chunk_size, info.numel)
                         if roles[name] == "predict":
-                            window = torch.stack([_finite(reader, name, start, stop) for reader in used], dim=1)
+                            window = torch.stack([_read_checked(reader, name, start, stop) for reader in used], dim=1)
                             writer.write(extrapolator(window.float(), kind))
                         elif roles[name] == "norm" and norm_layers == "reset":
                             writer.write(torch.full((stop - start,), norm_reset_value(name), dtype=info.dtype))
                         else:
-                            writer.write(
-                                _finite(full, name, start, stop)
-                                if info.dtype.is_floating_point
-                                else full.read(name, start, stop)
-                            )
+                            writer.write(_read_checked(full, name, start, stop))
                 writer.close()
                 for path in full.checkpoint.folder.iterdir():
                     if (
@@ -264,9 +260,10 @@ def _check_compatible(readers: list[CheckpointReader]) -> None:
                 )
 
 
-def _finite(reader: CheckpointReader, name: str, start: int, stop: int) -> torch.Tensor:
+def _read_checked(reader: CheckpointReader, name: str, start: int, stop: int) -> torch.Tensor:
+    """Elements `[start, stop)` of tensor `name`, refused if a floating value is NaN or infinite."""
     values = reader.read(name, start, stop)
-    if not torch.isfinite(values).all():
+    if values.is_floating_point() and not torch.isfinite(values).all():
         bad = start + int((~torch.isfinite(values)).nonzero()[0, 0])
         raise ValueError(
             f"Tensor {name!r} of checkpoint {reader.checkpoint.label!r} holds a non-finite value (flat index {bad}); "
