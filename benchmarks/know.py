@@ -170,13 +170,15 @@ def run_setting(setting: str, seed: int, workdir: Path, device: str) -> dict:
 
 
 PREDICT_CODE = """
-import json, resource, sys, time
+import json, sys, time
 from hf_know.know import KnowPredictor
 checkpoints, output, predictor = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 start = time.perf_counter()
 KnowPredictor.from_pretrained().predict(checkpoints, 1, output, predictor=predictor)
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM is this process's own peak (ru_maxrss would include the forking parent's, inherited across exec).
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"seconds": seconds, "max_rss_mb": peak_kb / 1024}))
 """
 
 
