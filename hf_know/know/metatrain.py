@@ -35,9 +35,16 @@ META_TASKS = ("digits_cnn", "digits_mlp", "breast_cancer_mlp", "wine_mlp")
 
 @dataclass
 class MetaDataConfig:
-    """How the meta-data trajectories are made (one run = one network, one dataset, one random r / lr / batch)."""
+    """How the meta-data trajectories are made (one run = one network, one dataset, one random r / lr / batch).
 
-    num_runs: int = field(default=48, metadata={"help": "Networks trained; tasks are cycled over META_TASKS."})
+    The defaults are the shipped hyper-model's recipe. The learning rate is drawn log-uniformly from 1e-4 to 4e-3. The
+    paper's range starts at 1e-5; we tried that: KNOWN's held-out error relative to the naive prediction stayed the
+    same (0.49 against 0.51 of naive on FC weights), but the step it predicts for a flat trajectory (a constant added
+    to every weight) grew up to threefold, so the recipe keeps 1e-4. r starts at 0.45 rather than the paper's 0.3,
+    which would leave a handful of examples in the last session of these small datasets.
+    """
+
+    num_runs: int = field(default=96, metadata={"help": "Networks trained; tasks are cycled over META_TASKS."})
     tasks: list[str] = field(default_factory=lambda: list(META_TASKS), metadata={"help": f"Among {META_TASKS}."})
     num_sessions: int = field(default=7, metadata={"help": "Checkpoints per run (session 0 = full data)."})
     pretrain_epochs: int = field(default=20, metadata={"help": "Epochs of session 0 on the full training set."})
@@ -135,7 +142,7 @@ def training_pairs(trajectories: torch.Tensor, window: int) -> tuple[torch.Tenso
 class MetaTrainConfig:
     """How KNOWN is fitted to the meta-data (the authors': L1 loss, Adam 1e-3, L1 regularisers 1e-6 / 0.1)."""
 
-    epochs: int = field(default=30, metadata={"help": "Passes over the training pairs."})
+    epochs: int = field(default=40, metadata={"help": "Passes over the training pairs."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
     batch_size: int = field(default=4096, metadata={"help": "Scalars per step."})
     kernel_l1: float = field(default=1e-6, metadata={"help": "L1 on the regularised layers' kernels."})
