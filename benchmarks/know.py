@@ -250,14 +250,17 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
     for setting, seeds in runs.items():
         if not seeds:
             continue
-        keys = seeds[0]["accuracy"].keys()
         table[setting] = {}
-        for key in keys:
+        for key in seeds[0]["accuracy"]:
             values = [100 * s["accuracy"][key] for s in seeds]
+            # Paired by seed: every predictor of a seed shares its trajectory, head init and target data.
+            gains = [100 * (s["accuracy"][key] - s["accuracy"]["naive@0"]) for s in seeds]
             table[setting][key] = {
                 "mean": statistics.mean(values),
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "values": values,
+                "gain_over_naive_mean": statistics.mean(gains),
+                "gain_over_naive_std": statistics.stdev(gains) if len(gains) > 1 else 0.0,
             }
     return table
 
@@ -327,6 +330,18 @@ def markdown(report: dict) -> str:
         for name in FITTED:
             cells = [f"{rows[f'{name}@{s}']['mean']:.2f} ± {rows[f'{name}@{s}']['std']:.2f}" for s in STEPS]
             lines.append(f"| {name} | | {' | '.join(cells)} |")
+        lines += [
+            "",
+            f"{setting}: gain over naive, paired by seed (points, mean ± std of the per-seed differences)",
+            "",
+        ]
+        lines += ["| predictor | x2 | x4 | x8 |", "|---|---|---|---|"]
+        for name in FITTED:
+            cells = [
+                f"{rows[f'{name}@{s}']['gain_over_naive_mean']:+.2f} ± {rows[f'{name}@{s}']['gain_over_naive_std']:.2f}"
+                for s in STEPS
+            ]
+            lines.append(f"| {name} | {' | '.join(cells)} |")
         lines.append("")
     if report["cost"]:
         lines += ["## Cost (fresh process, wall clock of `predict`, I/O included)", ""]
@@ -370,8 +385,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--parts", nargs="+", default=["accuracy", "cost"], choices=["accuracy", "cost"],
-        help="Run one part alone to keep timings away from other load; the other part's results are kept.",
+        "--parts", nargs="+", default=["accuracy", "cost"], choices=["accuracy", "cost", "report"],
+        help="Run one part alone to keep timings away from other load; the other part's results are kept. "
+        "'report' only rewrites the results files from know.json.",
     )  # fmt: skip
     parser.add_argument("--synthetic-layers", type=int, default=60, help="[width, width] matrices in the 1B set.")
     parser.add_argument("--synthetic-width", type=int, default=4096)
@@ -392,6 +408,8 @@ def main() -> None:
                     report["runs"][setting].append(run_setting(setting, seed, workdir, args.device))
                     write(report)
                     shutil.rmtree(workdir, ignore_errors=True)
+        if args.parts == ["report"]:
+            write(report)
         if "cost" in args.parts:
             text_checkpoints = text_trajectory(Path(tmp) / "text-cost", args.device) if TINYLLM.is_dir() else None
             report["cost"] = cost(Path(tmp), text_checkpoints, args.synthetic_layers, args.synthetic_width)
