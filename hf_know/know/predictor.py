@@ -45,7 +45,8 @@ PREDICTION_FILE = "know_prediction.json"
 NORM_LAYER_MODES = ("copy", "reset")
 # Buffers of normalisation layers and the values a fresh layer starts from.
 NORM_BUFFER_RESET = {"running_mean": 0.0, "running_var": 1.0, "num_batches_tracked": 0}
-NON_WEIGHT_FILES_SKIPPED = ("README.md", ".gitattributes", SESSION_FILE, PREDICTION_FILE)
+# Files of the full-data checkpoint not carried over: its card, its session record, any earlier prediction record.
+SKIPPED_FILES = ("README.md", ".gitattributes", SESSION_FILE, PREDICTION_FILE)
 
 
 def tensor_role(name: str, shape: tuple[int, ...], dtype: torch.dtype, shapes: dict[str, tuple[int, ...]]) -> str:
@@ -153,16 +154,8 @@ class KnowPredictor:
         r = _check_order(sources, sessions, r)
         readers = [CheckpointReader(source, allow_pickle=allow_pickle) for source in sources]
         try:
-            full = readers[-1]
             _check_compatible(readers)
-            shapes = {name: info.shape for name, info in full.tensors.items()}
-            outputs = [OutputTensor(name, info.dtype, info.shape) for name, info in full.tensors.items()]
-            roles = {}
-            for name, info in full.tensors.items():
-                role = tensor_role(name, info.shape, info.dtype, shapes)
-                if role == "predict" and any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude):
-                    role = "copy"
-                roles[name] = role
+            roles = _tensor_roles(readers[-1], exclude)
             record = {
                 "predictor": predictor,
                 "steps": steps,
@@ -178,33 +171,11 @@ class KnowPredictor:
                 ],
                 "tensors": {role: sum(v == role for v in roles.values()) for role in ("predict", "norm", "copy")},
             }
-            used = readers[-extrapolator.reads(len(readers)) :]
-            conv_rule = self.hypermodel.conv_rule if self.hypermodel is not None else "any_kernel"
             with atomic_output_dir(output_dir) as tmp:
-                writer = ShardedCheckpointWriter(
-                    tmp,
-                    plan_shards(outputs, max_shard_size),
-                    {"hf_know": json.dumps({"predictor": predictor, "steps": steps})},
-                )
-                for name, info in tqdm(full.tensors.items(), desc=f"KNOW {predictor} x{steps}", unit="tensor"):
-                    writer.begin(name)
-                    kind = tensor_kind(name, info.shape, conv_rule)
-                    for start in range(0, info.numel, chunk_size):
-                        stop = min(start + chunk_size, info.numel)
-                        if roles[name] == "predict":
-                            window = torch.stack([_read_checked(reader, name, start, stop) for reader in used], dim=1)
-                            writer.write(extrapolator(window.float(), kind))
-                        elif roles[name] == "norm" and norm_layers == "reset":
-                            writer.write(torch.full((stop - start,), norm_reset_value(name), dtype=info.dtype))
-                        else:
-                            writer.write(_read_checked(full, name, start, stop))
-                writer.close()
-                for path in full.checkpoint.folder.iterdir():
-                    if (
-                        path.is_file()
-                        and not path.name.endswith(WEIGHT_SUFFIXES)
-                        and path.name not in NON_WEIGHT_FILES_SKIPPED
-                    ):
+                _write_weights(tmp, readers, roles, extrapolator, record, chunk_size, max_shard_size)
+                full = readers[-1].checkpoint.folder
+                for path in full.iterdir():
+                    if path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES) and path.name not in SKIPPED_FILES:
                         shutil.copyfile(path, tmp / path.name)
                 (tmp / PREDICTION_FILE).write_text(json.dumps(record, indent=2))
         finally:
@@ -212,6 +183,41 @@ class KnowPredictor:
                 reader.close()
         logger.info("KNOW %s x%d: %s", predictor, steps, record["tensors"])
         return Path(output_dir).resolve()
+
+
+def _tensor_roles(full: CheckpointReader, exclude: Sequence[str]) -> dict[str, str]:
+    """`tensor_role` of every tensor of the full-data checkpoint, with `exclude` matches copied."""
+    shapes = {name: info.shape for name, info in full.tensors.items()}
+    roles = {}
+    for name, info in full.tensors.items():
+        role = tensor_role(name, info.shape, info.dtype, shapes)
+        excluded = role == "predict" and any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)
+        roles[name] = "copy" if excluded else role
+    return roles
+
+
+def _write_weights(folder, readers, roles, extrapolator, record, chunk_size, max_shard_size) -> None:
+    """Stream every tensor of the full-data checkpoint, `chunk_size` elements at a time, into sharded safetensors:
+    predicted from the trajectory, reset, or copied."""
+    full = readers[-1]
+    used = readers[-extrapolator.reads(len(readers)) :]
+    outputs = [OutputTensor(name, info.dtype, info.shape) for name, info in full.tensors.items()]
+    metadata = {"hf_know": json.dumps({"predictor": record["predictor"], "steps": record["steps"]})}
+    writer = ShardedCheckpointWriter(folder, plan_shards(outputs, max_shard_size), metadata)
+    progress = tqdm(full.tensors.items(), desc=f"KNOW {record['predictor']} x{record['steps']}", unit="tensor")
+    for name, info in progress:
+        writer.begin(name)
+        kind = tensor_kind(name, info.shape, record["conv_rule"])
+        for start in range(0, info.numel, chunk_size):
+            stop = min(start + chunk_size, info.numel)
+            if roles[name] == "predict":
+                window = torch.stack([_read_checked(reader, name, start, stop) for reader in used], dim=1)
+                writer.write(extrapolator(window.float(), kind))
+            elif roles[name] == "norm" and record["norm_layers"] == "reset":
+                writer.write(torch.full((stop - start,), norm_reset_value(name), dtype=info.dtype))
+            else:
+                writer.write(_read_checked(full, name, start, stop))
+    writer.close()
 
 
 def _read_session(folder: Path) -> dict | None:
