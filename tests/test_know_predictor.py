@@ -80,7 +80,7 @@ def test_known_applies_the_hypermodel_recursively_per_scalar(tmp_path, bert_traj
     states = [load_file(f / "model.safetensors") for f in folders]
     for name in ["bert.embeddings.word_embeddings.weight", "classifier.bias", "bert.pooler.dense.weight"]:
         window = torch.stack([s[name].reshape(-1) for s in states], dim=1)
-        kind = tensor_kind(name, states[-1][name].shape)
+        kind = tensor_kind(states[-1][name].shape)
         with torch.no_grad():
             for _ in range(STEPS):
                 window = torch.cat([window[:, 1:], hypermodel(window, kind)[:, None]], dim=1)

@@ -62,6 +62,7 @@ class Extrapolator:
         self.window = min_window(predictor, hypermodel)
         self.predictor, self.steps, self.hypermodel = predictor, steps, hypermodel
         self.shrink = {**DEFAULT_SHRINK, **(shrink or {})}
+        self._coefficients: dict[tuple[int, str], torch.Tensor] = {}
 
     def reads(self, available: int) -> int:
         """How many of the newest `available` checkpoints this predictor reads: all of them for the fitted
@@ -83,7 +84,9 @@ class Extrapolator:
         """`[N, S]` float32 trajectories (smallest data first) -> `[N]` extrapolated values."""
         if self.predictor != "known":
             window = self.reads(trajectory.shape[-1])
-            return trajectory[:, -window:] @ self.coefficients(window, kind)
+            if (window, kind) not in self._coefficients:  # once per run, not per chunk
+                self._coefficients[window, kind] = self.coefficients(window, kind)
+            return trajectory[:, -window:] @ self._coefficients[window, kind]
         net = self.hypermodel.nets[kind]
         out = torch.empty(len(trajectory))
         for start in range(0, len(trajectory), KNOWN_BATCH):

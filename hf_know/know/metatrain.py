@@ -125,7 +125,7 @@ def collect_meta_trajectories(config: MetaDataConfig, conv_rule: str = "any_kern
         logger.info("meta run %d: %s, r=%.2f, lr=%.1e, batch %d", run, task, r, lr, batch_size)
         for name, value in sessions[0].items():
             trajectory = torch.stack([s[name].reshape(-1) for s in reversed(sessions)], dim=1)
-            collected[tensor_kind(name, value.shape, conv_rule)].append(trajectory)
+            collected[tensor_kind(value.shape, conv_rule)].append(trajectory)
     return {
         kind: torch.cat(parts) if parts else torch.empty(0, config.num_sessions) for kind, parts in collected.items()
     }

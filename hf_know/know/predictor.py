@@ -207,7 +207,7 @@ def _write_weights(folder, readers, roles, extrapolator, record, chunk_size, max
     progress = tqdm(full.tensors.items(), desc=f"KNOW {record['predictor']} x{record['steps']}", unit="tensor")
     for name, info in progress:
         writer.begin(name)
-        kind = tensor_kind(name, info.shape, record["conv_rule"])
+        kind = tensor_kind(info.shape, record["conv_rule"])
         for start in range(0, info.numel, chunk_size):
             stop = min(start + chunk_size, info.numel)
             if roles[name] == "predict":
