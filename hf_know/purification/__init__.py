@@ -1,5 +1,54 @@
-"""Knowledge purification for multi-teacher rationale distillation (arXiv 2602.01064)."""
+"""Knowledge purification (arXiv 2602.01064): several teachers' rationales become one per question before
+distilling into a small student with `PurifiedDistillTrainer`."""
 
-from .data import RATIONALE_FEATURES, RationaleDataReport, load_tinyllm, validate_rationale_data
+from .config import DISTILL_MODES, PurifiedDistillConfig
+from .data import (
+    RATIONALE_FEATURES,
+    RationaleDataReport,
+    format_question,
+    load_tinyllm,
+    validate_rationale_data,
+)
+from .encoder import SentenceEncoder
+from .generation import generate_rationales
+from .metrics import exact_match_accuracy, predict_answers
+from .purifier import Purifier, SingleTeacher
+from .purifiers import (
+    PURIFIERS,
+    AggregationPurifier,
+    ClassifierRouter,
+    PlackettLuceRouter,
+    ReinforceSelector,
+    SimilarityRouter,
+    load_router,
+)
+from .router import TeacherRouter
+from .support import rationale_support, teacher_scores
+from .trainer import PurifiedDistillTrainer
 
-__all__ = ["RATIONALE_FEATURES", "RationaleDataReport", "load_tinyllm", "validate_rationale_data"]
+__all__ = [
+    "DISTILL_MODES",
+    "PURIFIERS",
+    "RATIONALE_FEATURES",
+    "AggregationPurifier",
+    "ClassifierRouter",
+    "PlackettLuceRouter",
+    "PurifiedDistillConfig",
+    "PurifiedDistillTrainer",
+    "Purifier",
+    "RationaleDataReport",
+    "ReinforceSelector",
+    "SentenceEncoder",
+    "SimilarityRouter",
+    "SingleTeacher",
+    "TeacherRouter",
+    "exact_match_accuracy",
+    "format_question",
+    "generate_rationales",
+    "load_router",
+    "load_tinyllm",
+    "predict_answers",
+    "rationale_support",
+    "teacher_scores",
+    "validate_rationale_data",
+]

@@ -93,6 +93,12 @@ def validate_rationale_data(dataset: Dataset, teachers: list[str] | None = None)
     return report
 
 
+def format_question(question: str, choices: list[str]) -> str:
+    """The student's input, TinyLLM's format: the question, then "Answer Choices:" and one "(a) ..." line each."""
+    options = "\n".join(f"({OPTION_LETTERS[i]}) {choice}" for i, choice in enumerate(choices))
+    return f"{question}\nAnswer Choices:\n{options}"
+
+
 def parse_stated_answer(text: str, choices: list[str]) -> str:
     """The option a rationale states as its answer ("the answer is (c) ..."), as option text; `""` if none."""
     found = re.findall(r"answer is:?\s*\(?([a-z])\)", text, flags=re.IGNORECASE)
