@@ -15,7 +15,12 @@ accuracies.
 KNOW weight prediction: make a forgetting trajectory of a small ResNet on digits 0-4 (trainers/know.py collect,
 configs/know/collect_tiny.yaml) with every session pushed to a branch of one loopback Hub repo, predict x8 weights
 from those Hub revisions with the shipped KNOWN hyper-model, push them with a model card, and load them back with
-`AutoModelForImageClassification.from_pretrained`. Later parts join this demo as they land.
+`AutoModelForImageClassification.from_pretrained`.
+
+Knowledge purification: on a synthetic two-teacher arithmetic set (each teacher right on one kind of question),
+fit a similarity router, distil a tiny T5 on the routed rationales (trainers/purify.py, configs/purify/tiny.yaml),
+push student and router, pull both back, and check that the pulled student reproduces the run's accuracy and the
+pulled router trusts the right teacher on held-out questions.
 """
 
 from __future__ import annotations
@@ -27,16 +32,19 @@ from pathlib import Path
 
 import continual
 import know
+import purify
 import torch
 from huggingface_hub import ModelCard
 from peft import PeftModel
 from project import main as project_main
 from project import make_parser
-from transformers import AutoModelForImageClassification, set_seed
+from transformers import AutoModelForImageClassification, AutoModelForSeq2SeqLM, AutoTokenizer, set_seed
 
 from hf_know.cluster_retrieval.stream import evaluate_task
 from hf_know.image_data import digits_task_stream, load_digits_dataset
+from hf_know.purification import exact_match_accuracy, load_router, predict_answers
 from hf_know.testing import LoopbackHub
+from hf_know.testing.rationales import toy_rationale_data
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "project"
 
@@ -145,6 +153,33 @@ def know_demo(work: Path) -> dict:
     }
 
 
+def purification_demo(work: Path) -> dict:
+    repo_id = "demo/toy-purified"
+    args = purify.make_parser().parse_args_and_config(
+        ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "purify" / "tiny.yaml"),
+         "--output_dir", str(work / "purified"), "--push_to_hub", "true", "--hub_model_id", repo_id]
+    )  # fmt: skip
+    metrics = purify.main(*args)
+    test = toy_rationale_data(128).select(range(96, 128))
+    student, tokenizer = AutoModelForSeq2SeqLM.from_pretrained(repo_id), AutoTokenizer.from_pretrained(repo_id)
+    accuracy = exact_match_accuracy(predict_answers(student, tokenizer, test), test["answer"])
+    if abs(accuracy - metrics["eval_accuracy"]) > 1e-9:
+        raise RuntimeError(f"The pulled student scores {accuracy}, the run reported {metrics['eval_accuracy']}.")
+    routed = load_router(f"{repo_id}-router").purify(test)
+    right = [
+        (t == "adder") == ("plus" in q) for t, q in zip(routed["purified_teacher"], routed["question"], strict=True)
+    ]
+    if sum(right) / len(right) < 0.7:
+        raise RuntimeError(f"The pulled router trusts the right teacher on only {sum(right)}/{len(right)} questions.")
+    return {
+        "purifier": "similarity router (RouterDC dual contrastive loss)",
+        "held-out questions routed to the teacher that is right on them": f"{sum(right)}/{len(right)}",
+        "student exact-match accuracy (pulled from the Hub, chance 0.25)": round(accuracy, 4),
+        "rationales used per teacher": metrics["chosen_teachers"],
+        "model card": ModelCard.load(repo_id).data.tags,
+    }
+
+
 def main() -> int:
     with LoopbackHub() as hub, tempfile.TemporaryDirectory(prefix="hf-know-demo-") as work:
         print(f"Loopback Hub at {hub.endpoint}")
@@ -152,6 +187,7 @@ def main() -> int:
             "model projection": projection_demo(Path(work)),
             "PROTEUS continual fine-tuning": continual_demo(Path(work)),
             "KNOW weight prediction": know_demo(Path(work)),
+            "knowledge purification": purification_demo(Path(work)),
         }
     print(json.dumps(summary, indent=2))
     print("Demo finished: every check passed.")
