@@ -63,8 +63,29 @@ class TeacherRouter(nn.Module, ModelHubMixin, library_name="hf-know", tags=["hf-
         """[rows, teachers] routing logits from [rows, dim] question `features`."""
         raise NotImplementedError
 
-    def _fit(self, embeddings: torch.Tensor, scores: torch.Tensor, **kwargs) -> None:
+    def routing_loss(self, features: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The training loss of one minibatch: question features, their teacher scores, their training-row indices."""
         raise NotImplementedError
+
+    def _fit(
+        self,
+        features: torch.Tensor,
+        scores: torch.Tensor,
+        epochs: int = 30,
+        batch_size: int = 64,
+        learning_rate: float = 1e-3,
+        seed: int = 0,
+    ) -> None:
+        """Minibatch AdamW on `routing_loss` over the router's own parameters (the encoder stays frozen)."""
+        self.generator = torch.Generator().manual_seed(seed)
+        parameters = [p for name, p in self.named_parameters() if not name.startswith("encoder.")]
+        optimizer = torch.optim.AdamW(parameters, lr=learning_rate)
+        for _ in range(epochs):
+            for batch in torch.randperm(len(features), generator=self.generator).split(batch_size):
+                loss = self.routing_loss(features[batch], scores[batch], batch)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
 
     def check_teachers(self, dataset: Dataset) -> None:
         width = len(dataset[0]["rationales"])

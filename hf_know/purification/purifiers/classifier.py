@@ -31,21 +31,5 @@ class ClassifierRouter(TeacherRouter):
     def teacher_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.head(embeddings)
 
-    def _fit(
-        self,
-        embeddings: torch.Tensor,
-        scores: torch.Tensor,
-        epochs: int = 30,
-        batch_size: int = 64,
-        learning_rate: float = 1e-3,
-        seed: int = 0,
-    ) -> None:
-        targets = best_teacher_targets(scores)
-        generator = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.AdamW(self.head.parameters(), lr=learning_rate)
-        for _ in range(epochs):
-            for batch in torch.randperm(len(embeddings), generator=generator).split(batch_size):
-                loss = nn.functional.cross_entropy(self.teacher_logits(embeddings[batch]), targets[batch])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+    def routing_loss(self, features: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.teacher_logits(features), best_teacher_targets(scores))

@@ -89,27 +89,15 @@ class SimilarityRouter(TeacherRouter):
             losses.append(-similarity.log_softmax(0)[0])
         return torch.stack(losses).mean() if losses else projected.sum() * 0.0
 
-    def _fit(
-        self,
-        embeddings: torch.Tensor,
-        scores: torch.Tensor,
-        epochs: int = 30,
-        batch_size: int = 64,
-        learning_rate: float = 1e-3,
-        seed: int = 0,
-    ) -> None:
-        num_clusters = max(2, min(self.num_clusters, len(embeddings) // 4))
-        clusters = torch.from_numpy(
-            KMeans(num_clusters, n_init=4, random_state=seed).fit_predict(embeddings.numpy())
-        ).long()
-        generator = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.AdamW([self.projection.weight, self.teacher_embeddings], lr=learning_rate)
-        for _ in range(epochs):
-            for batch in torch.randperm(len(embeddings), generator=generator).split(batch_size):
-                projected = self._project(embeddings[batch])
-                keys = nn.functional.normalize(self.teacher_embeddings, dim=-1)
-                loss = self.sample_teacher_loss(projected @ keys.T / self.temperature, scores[batch])
-                loss = loss + self.cluster_loss_weight * self.sample_sample_loss(projected, clusters[batch], generator)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+    def routing_loss(self, features: torch.Tensor, scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        projected = self._project(features)
+        keys = nn.functional.normalize(self.teacher_embeddings, dim=-1)
+        loss = self.sample_teacher_loss(projected @ keys.T / self.temperature, scores)
+        clusters = self.clusters[rows]
+        return loss + self.cluster_loss_weight * self.sample_sample_loss(projected, clusters, self.generator)
+
+    def _fit(self, features: torch.Tensor, scores: torch.Tensor, seed: int = 0, **kwargs) -> None:
+        num_clusters = max(2, min(self.num_clusters, len(features) // 4))
+        kmeans = KMeans(num_clusters, n_init=4, random_state=seed)
+        self.clusters = torch.from_numpy(kmeans.fit_predict(features.numpy())).long()
+        super()._fit(features, scores, seed=seed, **kwargs)
