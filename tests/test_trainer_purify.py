@@ -15,13 +15,13 @@ from .conftest import REPO_ROOT
 from .test_trainer_project import run
 
 SCRIPT = str(REPO_ROOT / "trainers" / "purify.py")
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
 
 
 def test_accelerate_launch_purifies_distils_saves_and_pushes(tmp_path, hub):
     output = tmp_path / "student"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
     run(
-        [*launch, SCRIPT, "--config", "configs/purify/tiny.yaml", "--output_dir", str(output),
+        [*LAUNCH, SCRIPT, "--config", "configs/purify/tiny.yaml", "--output_dir", str(output),
          "--push_to_hub", "true", "--hub_model_id", "tester/tiny-purified"],
         hub.env,
     )  # fmt: skip
@@ -42,10 +42,10 @@ def test_accelerate_launch_purifies_distils_saves_and_pushes(tmp_path, hub):
     assert "tester/tiny-purified-router" in card and "AutoModelForSeq2SeqLM" in card
 
 
-def test_causal_student_with_the_rl_selector(tmp_path, hub):
+def test_causal_student_with_the_rl_selector_on_two_processes(tmp_path, hub):
     output = tmp_path / "causal"
     run(
-        [sys.executable, SCRIPT, "--config", "configs/purify/tiny.yaml", "--output_dir", str(output),
+        [*LAUNCH, SCRIPT, "--config", "configs/purify/tiny.yaml", "--output_dir", str(output),
          "--student_architecture", "llama", "--purifier", "reinforce", "--num_train_epochs", "2"],
         hub.env,
     )  # fmt: skip

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.distributed as dist
 from accelerate.utils import gather_object
 from datasets import Dataset
 from torch import nn
@@ -129,6 +128,9 @@ class PurifiedDistillTrainer(Trainer):
         kwargs.setdefault("data_collator", DistillCollator(processing_class.pad_token_id))
         super().__init__(model=model, args=args, train_dataset=encoded, eval_dataset=eval_dataset,
                          processing_class=processing_class, **kwargs)  # fmt: skip
+        # Our loss is a per-process mean of per-row means: the Trainer must divide it by the accumulation steps and
+        # must not rescale it by token counts, which it would do for models that take loss kwargs.
+        self.model_accepts_loss_kwargs = False
         if selector is not None:
             self.selector_states = selector.states(train_dataset)
             self.policy_optimizer = torch.optim.Adam(selector.policy.parameters(), lr=args.policy_learning_rate)
@@ -290,9 +292,10 @@ class PurifiedDistillTrainer(Trainer):
         advantage = (reward - reward[available].mean()) * available
         self.policy_optimizer.zero_grad()
         (-(advantage * log_prob).sum() / available.sum().clamp(min=1)).backward()
-        if dist.is_available() and dist.is_initialized():  # keep the policy identical on every process
+        if self.accelerator.num_processes > 1:  # the policy lives on CPU; keep it identical on every process
             for parameter in self.selector.policy.parameters():
-                dist.all_reduce(parameter.grad, op=dist.ReduceOp.AVG)
+                mean = self.accelerator.reduce(parameter.grad.to(self.accelerator.device), reduction="mean")
+                parameter.grad.copy_(mean.cpu())
         self.policy_optimizer.step()
 
     def _log_parts(self, answer_nll, rationale_nll) -> None:
