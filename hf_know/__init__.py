@@ -7,6 +7,7 @@ Importing this package registers its PEFT methods with the installed PEFT, so th
 from .cluster_retrieval import ClusterRetrievalAdapterConfig, ClusterRetrievalModel
 from .know import KnowHyperModel, KnowPredictor
 from .projection import ProjectionConfig, ProjectionLayer, ProjectionModel, prepare_full_finetuning
+from .purification import PurifiedDistillConfig, PurifiedDistillTrainer
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,8 @@ __all__ = [
     "ProjectionConfig",
     "ProjectionLayer",
     "ProjectionModel",
+    "PurifiedDistillConfig",
+    "PurifiedDistillTrainer",
     "__version__",
     "prepare_full_finetuning",
 ]

@@ -109,7 +109,9 @@ def test_templates_ship_in_the_wheel(tmp_path):
         card = hub.render_model_card("projection", {CARD_DATA!r}, **{CARD_VARS!r})
         assert card.data.library_name == "peft"
         import hf_know.metrics
-        assert hf_know.metrics.available() == ["continual_learning"]
+        assert hf_know.metrics.available() == ["cmv", "continual_learning"]
+        assert "purify" in hub.available_templates()
+        from hf_know.purification.purifiers import load_router  # the purifiers subpackage ships too
         assert "know" in hub.available_templates()
         predictor = hf_know.KnowPredictor.from_pretrained()  # the default hyper-model ships in the wheel
         assert predictor.hypermodel.window == 5
