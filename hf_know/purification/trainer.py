@@ -198,7 +198,10 @@ class PurifiedDistillTrainer(Trainer):
     def _token_logits(self, model, input_ids, attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, labels) aligned position by position, for either kind of student."""
         if self.is_encoder_decoder:
-            decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
+            # a parameter-free shift of the labels; a DDP/FSDP wrapper does not expose it, the inner model does
+            decoder_input_ids = self.accelerator.unwrap_model(model).prepare_decoder_input_ids_from_labels(
+                labels=labels
+            )
             logits = model(
                 input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids
             ).logits
