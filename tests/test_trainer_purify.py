@@ -46,13 +46,15 @@ def test_causal_student_with_the_rl_selector_on_two_processes(tmp_path, hub):
     output = tmp_path / "causal"
     run(
         [*LAUNCH, SCRIPT, "--config", "configs/purify/tiny.yaml", "--output_dir", str(output),
-         "--student_architecture", "llama", "--purifier", "reinforce", "--num_train_epochs", "2"],
+         "--student_architecture", "llama", "--purifier", "reinforce", "--num_train_epochs", "2",
+         "--push_to_hub", "true", "--hub_model_id", "tester/tiny-causal"],
         hub.env,
     )  # fmt: skip
     metrics = json.loads((output / "metrics.json").read_text())
     assert "eval_accuracy" in metrics and sum(metrics["chosen_teachers"].values()) == 96
-    assert AutoModelForCausalLM.from_pretrained(output).config.model_type == "llama"
-    assert load_router(output / "router").method == "reinforce"
+    assert AutoModelForCausalLM.from_pretrained("tester/tiny-causal").config.model_type == "llama"
+    assert "AutoModelForCausalLM" in Path(hf_hub_download("tester/tiny-causal", "README.md")).read_text()
+    assert load_router("tester/tiny-causal-router").method == "reinforce"
 
 
 def test_script_names_a_bad_purifier(tmp_path, hub):
