@@ -258,7 +258,7 @@ def main() -> None:
     started = time.perf_counter()
     domains = [run_domain(domain, args, encoder, log) for domain in args.domains]
     result = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "config": {k: v for k, v in vars(args).items() if k != "output"},
         "machine": machine("cpu"),
         "versions": versions(),
         "wall_seconds": time.perf_counter() - started,
