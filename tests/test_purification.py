@@ -129,7 +129,9 @@ def test_router_refuses_single_class_labels_and_other_teacher_counts(toy):
 def test_routers_save_push_and_load_back_as_their_class(toy, cls, tmp_path, hub):
     train, test, _, encoder = toy
     router = cls(TEACHERS, encoder)
-    if cls is not ReinforceSelector:
+    if cls is ReinforceSelector:  # trained with a student; random weights stand in, so the round trip is seen
+        torch.nn.init.normal_(router.policy.weight)
+    else:
         router.fit(train, epochs=3) if cls is not PlackettLuceRouter else router.fit(train)
     repo = f"tester/router-{cls.method}"
     router.push_to_hub(repo)

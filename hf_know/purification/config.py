@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
+from ..cli import ScriptTrainingArguments
 
 DISTILL_MODES = ("purified", "all_teachers", "labels_only")
 
 
 @dataclass
-class PurifiedDistillConfig(TrainingArguments):
+class PurifiedDistillConfig(ScriptTrainingArguments):
     r"""
     Configuration class for [`PurifiedDistillTrainer`].
 
     Only the parameters specific to purified distillation are listed here; see `transformers.TrainingArguments`
     for the others. Defaults differ from `TrainingArguments` in: `learning_rate` (5e-5 as TinyLLM),
-    `logging_steps` (10), `save_strategy` ("no"), `report_to` ("none") and `remove_unused_columns` (False).
+    `logging_steps` (10), and as every hf-know script's (`hf_know.cli.ScriptTrainingArguments`) `save_strategy`
+    ("no"), `report_to` ("none") and `remove_unused_columns` (False, the tokenised task columns are kept).
 
     Parameters:
         > Parameters that control the distillation objective
@@ -72,8 +73,6 @@ class PurifiedDistillConfig(TrainingArguments):
 
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (TinyLLM: 5e-5)."})
     logging_steps: float = field(default=10, metadata={"help": "Log every X update steps."})
-    save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the tokenised task columns."})
 
     def __post_init__(self):
         if self.distill_mode not in DISTILL_MODES:
@@ -81,6 +80,4 @@ class PurifiedDistillConfig(TrainingArguments):
         if self.rationale_weight < 0 or self.kd_weight < 0:
             raise ValueError(f"rationale_weight and kd_weight must be >= 0, got {self.rationale_weight}, "
                              f"{self.kd_weight}.")  # fmt: skip
-        if self.report_to is None:
-            self.report_to = "none"
         super().__post_init__()

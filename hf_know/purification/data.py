@@ -93,10 +93,14 @@ def validate_rationale_data(dataset: Dataset, teachers: list[str] | None = None)
     return report
 
 
+def lettered_options(choices: list[str]) -> list[str]:
+    """`["(a) first", "(b) second", ...]`."""
+    return [f"({OPTION_LETTERS[i]}) {choice}" for i, choice in enumerate(choices)]
+
+
 def format_question(question: str, choices: list[str]) -> str:
     """The student's input, TinyLLM's format: the question, then "Answer Choices:" and one "(a) ..." line each."""
-    options = "\n".join(f"({OPTION_LETTERS[i]}) {choice}" for i, choice in enumerate(choices))
-    return f"{question}\nAnswer Choices:\n{options}"
+    return "\n".join([question, "Answer Choices:", *lettered_options(choices)])
 
 
 def parse_stated_answer(text: str, choices: list[str]) -> str:

@@ -18,13 +18,19 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .data import OPTION_LETTERS, RATIONALE_FEATURES, parse_stated_answer, validate_rationale_data
+from .data import (
+    OPTION_LETTERS,
+    RATIONALE_FEATURES,
+    lettered_options,
+    parse_stated_answer,
+    validate_rationale_data,
+)
 
 RATIONALE_CUE = "Rationale: Let's think step by step."
 
 
 def format_options(choices: list[str]) -> str:
-    return " ".join(f"({OPTION_LETTERS[i]}) {c}" for i, c in enumerate(choices))
+    return " ".join(lettered_options(choices))
 
 
 def teacher_forced_prompt(row: dict, examples: list[dict]) -> str:

@@ -36,7 +36,8 @@ def best_teacher_targets(scores: torch.Tensor) -> torch.Tensor:
 
 
 class TeacherRouter(nn.Module, ModelHubMixin, library_name="hf-know", tags=["hf-know", "knowledge-purification"]):
-    """Route each question to one teacher. Subclasses define `method`, `teacher_logits` and `_fit`.
+    """Route each question to one teacher. Subclasses define `method`, `teacher_logits`, and `routing_loss` (trained
+    by the shared minibatch loop of `_fit`) or their own `_fit`.
 
     Args:
         teachers: teacher names, in the order of the data's `rationales`.
@@ -148,7 +149,6 @@ class TeacherRouter(nn.Module, ModelHubMixin, library_name="hf-know", tags=["hf-
 
     @classmethod
     def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token, **config):
-        config.pop("config", None)  # the mixin also injects the whole config; the init arguments suffice
         folder = Path(model_id)
         if not folder.is_dir():
             folder = Path(
@@ -161,7 +161,8 @@ class TeacherRouter(nn.Module, ModelHubMixin, library_name="hf-know", tags=["hf-
                     token=token,
                 )
             )
-        config.pop("method", None)
+        for injected in ("config", "method"):  # the mixin passes the whole config too; the init arguments suffice
+            config.pop(injected, None)
         router = cls(encoder=SentenceEncoder.from_pretrained(folder / ENCODER_FOLDER), **config)
         router.load_router_state(load_file(str(folder / WEIGHTS_NAME)))
         return router.eval()

@@ -55,7 +55,8 @@ def teacher_scores(dataset: Dataset, encoder: SentenceEncoder | None = None, pro
                 f"Row {row} (and {int((~known).sum()) - 1} more) has no unforced teacher_answers; pass a sentence "
                 "encoder so the rationale-support score can label those rows."
             )
-        scores = rationale_support(dataset, encoder, progress)
+        unknown = (~known).nonzero().flatten()
+        scores[unknown] = rationale_support(dataset.select(unknown.tolist()), encoder, progress)
     gold = dataset["answer"]
     for i in known.nonzero().flatten().tolist():
         scores[i] = torch.tensor([1.0 if a == gold[i] else -1.0 for a in answers[i]])

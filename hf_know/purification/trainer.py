@@ -10,8 +10,6 @@ decoder-only models; for the latter the target follows the input and only target
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from accelerate.utils import gather_object
 from datasets import Dataset
@@ -24,7 +22,6 @@ from .metrics import exact_match_accuracy, predict_answers
 from .purifier import Purifier
 from .purifiers.reinforce import ReinforceSelector
 
-logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 
 
@@ -114,7 +111,6 @@ class PurifiedDistillTrainer(Trainer):
         self.rationale_data, self.selector = train_dataset, selector
         self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
         self.decoder_start_token_id = getattr(model.config, "decoder_start_token_id", None)
-        self.tokenizer = processing_class
         if processing_class.pad_token is None:
             processing_class.pad_token = processing_class.eos_token
         self.teacher_models = self._check_teacher_models(teacher_models or {}, args, processing_class)
@@ -131,6 +127,7 @@ class PurifiedDistillTrainer(Trainer):
         # Our loss is a per-process mean of per-row means: the Trainer must divide it by the accumulation steps and
         # must not rescale it by token counts, which it would do for models that take loss kwargs.
         self.model_accepts_loss_kwargs = False
+        self._parts = {"answer_loss": [], "rationale_loss": []}  # per-step task losses, averaged into each log
         if selector is not None:
             self.selector_states = selector.states(train_dataset)
             self.policy_optimizer = torch.optim.Adam(selector.policy.parameters(), lr=args.policy_learning_rate)
@@ -148,7 +145,7 @@ class PurifiedDistillTrainer(Trainer):
                                  "needs the same vocabulary.")  # fmt: skip
             if bool(teacher.config.is_encoder_decoder) != self.is_encoder_decoder:
                 raise ValueError(f"Teacher {name!r} and the student must both be encoder-decoder or both decoder-only.")
-            teacher.eval().requires_grad_(False)
+            teacher.eval().requires_grad_(False).to(args.device)
         return {self.teachers.index(name): model for name, (model, _) in teacher_models.items()}
 
     def _encode(self, tokenizer, source: str, target: str, max_source: int, length: int) -> tuple[list, list]:
@@ -237,7 +234,7 @@ class PurifiedDistillTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args: PurifiedDistillConfig = self.args
         tasks, log_prob = self._rationale_rows(inputs)
-        pad = self.tokenizer.pad_token_id
+        pad = self.processing_class.pad_token_id
         input_ids = _cat_padded([inputs["answer_input_ids"], *[t[0] for t in tasks]], pad)
         attention_mask = _cat_padded([inputs["answer_attention_mask"], *[t[1] for t in tasks]], 0)
         labels = _cat_padded([inputs["answer_labels"], *[t[2] for t in tasks]], IGNORE_INDEX)
@@ -261,7 +258,7 @@ class PurifiedDistillTrainer(Trainer):
             )
             loss = loss + args.kd_weight * kd
         if self.selector is not None and model.training:
-            self._policy_step(answer_nll.detach(), rationale_nll[0].detach(), log_prob, inputs, tasks)
+            self._policy_step(answer_nll.detach(), rationale_nll[0].detach(), log_prob, inputs)
         self._log_parts(answer_nll, rationale_nll)
         return loss
 
@@ -273,7 +270,6 @@ class PurifiedDistillTrainer(Trainer):
             keep = teacher == index
             if not keep.any():
                 continue
-            teacher_model.to(logits.device)
             with torch.no_grad():
                 teacher_logits, _ = self._token_logits(
                     teacher_model, input_ids[keep], attention_mask[keep], labels[keep]
@@ -286,7 +282,7 @@ class PurifiedDistillTrainer(Trainer):
             rows += int(keep.sum())
         return total / max(rows, 1)
 
-    def _policy_step(self, answer_nll, rationale_nll, log_prob, inputs, tasks) -> None:
+    def _policy_step(self, answer_nll, rationale_nll, log_prob, inputs) -> None:
         """One REINFORCE update of the selector: reward -(L_PR + L_DL) per row, baseline the batch mean."""
         labels = inputs["rationale_labels"]
         available = (labels != IGNORE_INDEX).any(-1).any(0).cpu()
@@ -302,18 +298,17 @@ class PurifiedDistillTrainer(Trainer):
         self.policy_optimizer.step()
 
     def _log_parts(self, answer_nll, rationale_nll) -> None:
-        self._parts = getattr(self, "_parts", {"answer_loss": [], "rationale_loss": []})
         self._parts["answer_loss"].append(float(answer_nll.mean()))
         parts = [float(p.mean()) for p in rationale_nll if len(p)]
         if parts:
             self._parts["rationale_loss"].append(sum(parts) / len(parts))
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        for name, values in getattr(self, "_parts", {}).items():
-            if values and "loss" in logs:
-                logs[name] = round(sum(values) / len(values), 4)
-        if "loss" in logs:
-            self._parts = {"answer_loss": [], "rationale_loss": []}
+        if "loss" in logs:  # a training log: add the task losses since the last one
+            for name, values in self._parts.items():
+                if values:
+                    logs[name] = round(sum(values) / len(values), 4)
+            self._parts = {name: [] for name in self._parts}
         super().log(logs, *args, **kwargs)
 
     # ---- evaluation -------------------------------------------------------------------------------------------
@@ -324,16 +319,12 @@ class PurifiedDistillTrainer(Trainer):
             raise ValueError("evaluate() needs an eval_dataset (rows with question, choices, answer).")
         model = self.accelerator.unwrap_model(self.model)
         with self.accelerator.split_between_processes(list(range(len(dataset)))) as shard:
-            predictions = predict_answers(model, self.tokenizer, dataset.select(shard), self.args.answer_prefix,
+            predictions = predict_answers(model, self.processing_class, dataset.select(shard), self.args.answer_prefix,
                                           self.args.generation_max_new_tokens, self.args.max_source_length,
                                           self.args.per_device_eval_batch_size)  # fmt: skip
-        predictions = self.gather_answers(predictions)
+        if self.accelerator.num_processes > 1:  # shards are contiguous and gathered in process order
+            predictions = [p for part in gather_object([predictions]) for p in part]
         metrics = {f"{metric_key_prefix}_accuracy": exact_match_accuracy(predictions, dataset["answer"])}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
-
-    def gather_answers(self, predictions: list[str]) -> list[str]:
-        if self.accelerator.num_processes == 1:
-            return predictions
-        return [p for part in gather_object([predictions]) for p in part]
