@@ -42,10 +42,16 @@ class ConfigArgumentParser(HfArgumentParser):
 @dataclass
 class ScriptTrainingArguments(TrainingArguments):
     """`transformers.TrainingArguments` with defaults for the small runs of `trainers/`: no checkpoints during
-    training, no experiment tracker unless asked for, and every dataset column kept (e.g. `pixel_values`)."""
+    training, no experiment tracker unless asked for, and every dataset column kept (e.g. `pixel_values`); and
+    `overwrite_output_dir` (the flag transformers 4 had), without which an `output_dir` that is not empty and was
+    not written by the same script is refused (see `hf_know.io`)."""
 
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep every dataset column."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace a non-empty output_dir that is not an earlier output of the same script."},
+    )
 
     def __post_init__(self):
         if self.report_to is None:

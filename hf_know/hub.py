@@ -13,7 +13,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, ModelCardData, snapshot_download
 
-from .io import atomic_output_dir
+from .io import OUTPUT_MARKER, atomic_output_dir
 
 CARD_FILENAME = "README.md"
 TEMPLATES = resources.files("hf_know") / "model_cards"
@@ -56,7 +56,8 @@ def push_folder(
 
     The repo is created if missing; a `revision` other than `main` is created as a branch from `main` if missing,
     so successive pushes to several branches give one repo with several revisions. The folder itself is not
-    modified. Returns the commit, whose `oid` is the revision to pull exactly this upload back.
+    modified; hf-know's output marker (`hf_know.io.OUTPUT_MARKER`) is not uploaded. Returns the commit, whose `oid`
+    is the revision to pull exactly this upload back.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -68,7 +69,9 @@ def push_folder(
     operations = [
         CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and not (card is not None and path.relative_to(folder).as_posix() == CARD_FILENAME)
+        if path.is_file()
+        and path.name != OUTPUT_MARKER
+        and not (card is not None and path.relative_to(folder).as_posix() == CARD_FILENAME)
     ]
     if card is not None:
         operations.append(CommitOperationAdd(path_in_repo=CARD_FILENAME, path_or_fileobj=str(card).encode()))
@@ -85,16 +88,18 @@ def pull(
     allow_patterns: list[str] | str | None = None,
     token: str | None = None,
     endpoint: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Download `repo_id` at `revision` (branch, tag or commit); return the local folder.
 
     Without `local_dir` the files land in the Hugging Face cache (shared with transformers and peft). With
-    `local_dir` they are downloaded beside it and renamed into place when complete, replacing what was there.
+    `local_dir` they are downloaded beside it and renamed into place when complete. An existing non-empty
+    `local_dir` is replaced only if it is an earlier `pull` or `overwrite=True` (see `hf_know.io`).
     """
     kwargs = dict(repo_id=repo_id, revision=revision, allow_patterns=allow_patterns, token=token, endpoint=endpoint)
     if local_dir is None:
         return Path(snapshot_download(**kwargs))
-    with atomic_output_dir(local_dir) as tmp:
+    with atomic_output_dir(local_dir, "hub-snapshot", overwrite=overwrite) as tmp:
         snapshot_download(local_dir=tmp, **kwargs)
         # snapshot_download keeps bookkeeping in .cache/ of a local_dir; the result is the files alone.
         cache = tmp / ".cache"

@@ -1,36 +1,173 @@
-"""Atomic outputs: write into a temporary folder beside the target, rename into place when complete."""
+"""Safe outputs: never write over an input or over a folder hf-know did not write, and write atomically.
+
+Every writer of the project (`KnowPredictor.predict`, `hf_know.hub.pull`, the `trainers/` scripts, trajectory
+sessions) goes through `atomic_output_dir`, and the scripts call `check_output_dir` before any work starts. The
+rules, checked before anything is touched:
+
+- an output that is, contains, or lies inside one of the run's inputs is refused, naming both paths;
+- an output that is, or contains, the working directory, the home folder or the filesystem root is refused;
+- an existing file is refused; an existing non-empty folder is replaced only when it holds the marker file
+  (`OUTPUT_MARKER`) of an earlier output of the same kind, or when the caller passes `overwrite=True`.
+
+The result is written into a temporary folder beside the target, named `.<target>.hf-know-tmp.<pid>.<random>`, and
+renamed into place when complete, so a crash leaves the previous output intact. Temporary folders that a killed
+run left behind are removed by the next write to the same target (and a previous output that a kill caught mid-swap
+is renamed back first).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+OUTPUT_MARKER = ".hf-know-output.json"
+TMP_TAG = "hf-know-tmp"
+OLD_TAG = "hf-know-old"
+
+
+def output_kind(folder: str | os.PathLike) -> str | None:
+    """The kind recorded in `folder`'s marker (e.g. `"know-prediction"`), or None if hf-know did not write it."""
+    marker = Path(folder) / OUTPUT_MARKER
+    if not marker.is_file():
+        return None
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("kind")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None
+
+
+def _related(output: Path, path: Path) -> str | None:
+    if output == path:
+        return "is"
+    if output in path.parents:
+        return "contains"
+    if path in output.parents:
+        return "is inside"
+    return None
+
+
+def check_disjoint(target: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
+    """Refuse an output that is, contains or lies inside one of `inputs` (None and paths that do not exist are
+    ignored), or that is or contains the working directory, the home folder or the root; return it resolved."""
+    output = Path(target).expanduser().resolve()
+    for given in inputs:
+        if given is None or not Path(given).expanduser().exists():
+            continue
+        path = Path(given).expanduser().resolve()
+        relation = _related(output, path)
+        if relation is not None:
+            raise ValueError(
+                f"Output folder {str(output)!r} {relation} the input {str(path)!r}: writing it would destroy what "
+                "the run reads. Choose an output folder outside every input."
+            )
+    for name, protected in (("working directory", Path.cwd()), ("home folder", Path.home()), ("root", Path("/"))):
+        protected = protected.resolve()
+        if output == protected or output in protected.parents:
+            raise ValueError(
+                f"Output folder {str(output)!r} is or contains the {name} ({str(protected)!r}); it would be replaced "
+                "as a whole. Name a folder of its own, e.g. outputs/<run>."
+            )
+    return output
+
+
+def check_output_dir(
+    target: str | os.PathLike,
+    kind: str,
+    *,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Refuse an output folder that would lose something, before any work starts; return it resolved.
+
+    Args:
+        target: the output folder.
+        kind: what is written there (recorded in the marker; an earlier output of the same kind may be replaced).
+        inputs: paths the run reads (folders or files; None and paths that do not exist are ignored).
+        overwrite: replace an existing non-empty folder that hf-know did not write (never an input).
+
+    Raises:
+        ValueError: naming the output and what it would have destroyed.
+    """
+    output = check_disjoint(target, inputs)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"Output {str(output)!r} is an existing file; expected a folder (or a path that is free).")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        found = output_kind(output)
+        if found != kind:
+            what = f"an hf-know output of kind {found!r}" if found else "a folder hf-know did not write"
+            raise ValueError(
+                f"Output folder {str(output)!r} is not empty and is {what}; it would be replaced by a {kind!r} "
+                "output. Choose an empty or new folder, or pass overwrite=True (--overwrite_output_dir true) to "
+                "replace it."
+            )
+    return output
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _leftovers(output: Path, tag: str) -> list[Path]:
+    """Sibling folders `.<name>.<tag>.<pid>[.<random>]` of writers that are no longer running."""
+    found = []
+    for path in output.parent.glob(f".{output.name}.{tag}.*"):
+        pid = path.name[len(f".{output.name}.{tag}.") :].split(".")[0]
+        if path.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            found.append(path)
+    return found
+
+
+def clean_leftovers(output: Path) -> None:
+    """Undo what a killed writer left beside `output`: put back a previous output caught mid-swap, remove
+    temporary folders."""
+    for old in _leftovers(output, OLD_TAG):
+        if not output.exists():
+            old.rename(output)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in _leftovers(output, TMP_TAG):
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def atomic_output_dir(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_output_dir(
+    target: str | os.PathLike,
+    kind: str,
+    *,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    overwrite: bool = False,
+) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `target`; on success it replaces `target`, on error it is removed.
 
-    A crash or exception inside the block leaves the previous `target` (if any) untouched, never a half-written
-    one. The swap renames the old folder aside before renaming the new one in, so the window in which `target`
-    is missing is two renames long.
+    `check_output_dir(target, kind, inputs=..., overwrite=...)` runs first, so nothing is written where it would
+    lose a file. The result carries a marker (`OUTPUT_MARKER`) recording `kind`, which lets a later run of the same
+    kind replace it. A crash or exception inside the block leaves the previous `target` (if any) untouched.
     """
-    target = Path(target).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    output = check_output_dir(target, kind, inputs=inputs, overwrite=overwrite)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(output)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.{TMP_TAG}.{os.getpid()}.", dir=output.parent))
     try:
         yield tmp
+        (tmp / OUTPUT_MARKER).write_text(json.dumps({"kind": kind, "writer": "hf-know"}), encoding="utf-8")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    tmp.rename(target)
+    if output.exists():
+        old = output.with_name(f".{output.name}.{OLD_TAG}.{os.getpid()}")
+        output.rename(old)
+    tmp.rename(output)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -60,13 +60,17 @@ def test_push_and_pull_revisions_with_small_and_lfs_files(tmp_path, hub):
     assert not list(tmp_path.glob(".pulled-*"))  # no temporary folder left behind
 
 
-def test_pull_keeps_previous_output_when_download_fails(tmp_path):
-    target = tmp_path / "kept"
-    target.mkdir()
-    (target / "old.txt").write_text("previous")
+def test_pull_keeps_previous_output_when_download_fails(tmp_path, hub):
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "old.txt").write_text("previous")
+    push_folder(source, "tester/kept")
+    target = pull("tester/kept", local_dir=tmp_path / "kept")
     with pytest.raises(HfHubHTTPError):
         pull("tester/does-not-exist", local_dir=target)
-    assert (target / "old.txt").read_text() == "previous" and len(list(tmp_path.iterdir())) == 1
+    assert (target / "old.txt").read_text() == "previous" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "kept", "source"
+    ]  # fmt: skip
 
 
 def test_token_is_honoured(tmp_path):

@@ -149,15 +149,14 @@ def test_checkpoints_and_revisions_from_the_hub_and_push_with_card(tmp_path, ber
 def test_bad_input_names_the_problem_and_writes_nothing(tmp_path, bert_trajectory):
     folders, state, _ = bert_trajectory
     predictor = KnowPredictor(KnowHyperModel())
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("previous result")
+    out = predictor.predict(folders, 1, tmp_path / "out", predictor="naive")  # an earlier result, to be kept
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def fails(checkpoints, match, **kwargs):
         with pytest.raises(ValueError, match=match):
             predictor.predict(checkpoints, 1, out, **kwargs)
         assert sorted(p.name for p in tmp_path.glob("*out*")) == ["out"]  # no temporary folder left
-        assert (out / "keep.txt").read_text() == "previous result"  # the previous output is untouched
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous output is untouched
 
     fails(folders[:1], "at least 2 checkpoints")
     fails(folders[:3], "predictor='known' reads the last 5 checkpoints")

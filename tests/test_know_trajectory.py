@@ -69,7 +69,7 @@ def test_sessions_nested_resumable_and_deterministic(tmp_path):
         collect_trajectory(
             model, dataset, arguments(tmp_path), tmp_path / "b", num_sessions=4, callbacks=[Interrupt(12)]
         )
-    assert sorted(p.name for p in (tmp_path / "b").iterdir() if not p.name.startswith(".trainer")) == [
+    assert sorted(p.name for p in (tmp_path / "b").iterdir() if not p.name.startswith(".hf-know")) == [
         "session-0", "session-1", "trajectory.json"
     ]  # fmt: skip
     before = (tmp_path / "b" / "session-1" / "model.safetensors").stat().st_mtime_ns

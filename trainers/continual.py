@@ -25,7 +25,7 @@ from hf_know.cli import ConfigArgumentParser, ScriptTrainingArguments
 from hf_know.cluster_retrieval.stream import run_task_stream
 from hf_know.hub import push_folder, render_model_card
 from hf_know.image_data import digits_task_stream
-from hf_know.io import atomic_output_dir
+from hf_know.io import atomic_output_dir, check_output_dir
 
 
 @dataclass
@@ -94,7 +94,15 @@ def build_model(model_args: ModelArguments, script_args: ScriptArguments, num_la
     return ViTForImageClassification(config)
 
 
+OUTPUT_KIND = "continual"
+
+
 def main(script_args, model_args, method_args, training_args) -> dict:
+    # Refused before any work if it would lose a file; written atomically at the end.
+    output = dict(
+        kind=OUTPUT_KIND, inputs=[model_args.model_name_or_path], overwrite=training_args.overwrite_output_dir
+    )
+    check_output_dir(training_args.output_dir, **output)
     push, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
     if push and not hub_model_id:
         raise ValueError("push_to_hub is set but hub_model_id is not: name the Hub repo to push to.")
@@ -113,7 +121,7 @@ def main(script_args, model_args, method_args, training_args) -> dict:
     result = run_task_stream(model, tasks, training_args)
     metrics = {**result.metrics(), **dataclasses.asdict(result)}
     if training_args.process_index == 0:
-        with atomic_output_dir(training_args.output_dir) as tmp:
+        with atomic_output_dir(training_args.output_dir, **output) as tmp:
             model.save_pretrained(tmp)
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if push:

@@ -23,7 +23,7 @@ from transformers import AutoModelForImageClassification, ResNetConfig, ResNetFo
 
 from hf_know.cli import ConfigArgumentParser, ScriptTrainingArguments
 from hf_know.image_data import load_digits_dataset
-from hf_know.io import atomic_output_dir
+from hf_know.io import atomic_output_dir, check_disjoint, check_output_dir
 from hf_know.know import KnowHyperModel, KnowPredictor, collect_trajectory, push_prediction
 from hf_know.know.extrapolate import PREDICTORS
 from hf_know.know.metatrain import MetaDataConfig, MetaTrainConfig, collect_meta_trajectories, config_dict, meta_train
@@ -66,6 +66,7 @@ class PredictArguments:
     max_shard_size: str = field(default="5GB", metadata={"help": "Largest safetensors shard."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Push the result to this Hub repo."})
     hub_token: str | None = field(default=None, metadata={"help": "Hub token (else the usual HF settings)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty foreign output_dir."})
 
 
 @dataclass
@@ -76,9 +77,11 @@ class MetaTrainArguments:
     conv_rule: str = field(default="any_kernel", metadata={"help": "any_kernel or 3x3_only (see tensor_kind)."})
     window: int = field(default=5, metadata={"help": "Trajectory length KNOWN reads."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Push the hyper-model to this Hub repo."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty foreign output_dir."})
 
 
 def collect(args: CollectArguments, training_args: CollectTrainingArguments) -> list[str]:
+    check_disjoint(training_args.output_dir, [args.model_name_or_path])
     set_seed(training_args.seed)
     hub_model_id = training_args.hub_model_id if training_args.push_to_hub else None
     if training_args.push_to_hub and not hub_model_id:
@@ -115,6 +118,7 @@ def collect(args: CollectArguments, training_args: CollectTrainingArguments) -> 
         session_learning_rates=args.session_learning_rates,
         hub_model_id=hub_model_id,
         token=training_args.hub_token,
+        overwrite=training_args.overwrite_output_dir,
     )
 
 
@@ -131,6 +135,7 @@ def predict(args: PredictArguments):
         allow_pickle=args.allow_pickle,
         max_shard_size=args.max_shard_size,
         token=args.hub_token,
+        overwrite=args.overwrite_output_dir,
     )
     if args.hub_model_id:
         push_prediction(output, args.hub_model_id, token=args.hub_token)
@@ -138,13 +143,15 @@ def predict(args: PredictArguments):
 
 
 def meta_train_hypermodel(args: MetaTrainArguments, data_config: MetaDataConfig, train_config: MetaTrainConfig):
+    output = dict(kind="know-hypermodel", overwrite=args.overwrite_output_dir)
+    check_output_dir(args.output_dir, **output)  # before any work; written atomically at the end
     set_seed(train_config.seed)
     hypermodel = KnowHyperModel(window=args.window, conv_rule=args.conv_rule)
     trajectories = collect_meta_trajectories(data_config, conv_rule=args.conv_rule)
     report = meta_train(hypermodel, trajectories, train_config)
     record = {"validation": report, "scalars": {k: len(v) for k, v in trajectories.items()}}
     record.update(config_dict(data_config, train_config))
-    with atomic_output_dir(args.output_dir) as tmp:
+    with atomic_output_dir(args.output_dir, **output) as tmp:
         hypermodel.save_pretrained(tmp)
         (tmp / "meta_training.json").write_text(json.dumps(record, indent=2))
     if args.hub_model_id:

@@ -22,7 +22,7 @@ import hf_know
 from hf_know.cli import ConfigArgumentParser, ScriptTrainingArguments
 from hf_know.hub import push_folder, render_model_card
 from hf_know.image_data import load_digits_dataset
-from hf_know.io import atomic_output_dir
+from hf_know.io import atomic_output_dir, check_output_dir
 from hf_know.projection.recipes import METHODS, apply_method, prepare_full_finetuning
 
 
@@ -101,7 +101,15 @@ def train(model, training_args, data) -> Trainer:
     return trainer
 
 
+OUTPUT_KIND = "project"
+
+
 def main(script_args, model_args, method_args, training_args) -> dict[str, float]:
+    # Refused before any work if it would lose a file; written atomically at the end.
+    output = dict(
+        kind=OUTPUT_KIND, inputs=[model_args.model_name_or_path], overwrite=training_args.overwrite_output_dir
+    )
+    check_output_dir(training_args.output_dir, **output)
     data = load_digits_dataset(
         script_args.classes,
         script_args.image_size,
@@ -140,7 +148,7 @@ def main(script_args, model_args, method_args, training_args) -> dict[str, float
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     metrics.update(trainable_parameters=trainable, total_parameters=sum(p.numel() for p in model.parameters()))
     if trainer.is_world_process_zero():
-        with atomic_output_dir(training_args.output_dir) as tmp:
+        with atomic_output_dir(training_args.output_dir, **output) as tmp:
             model.save_pretrained(tmp)
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if push:

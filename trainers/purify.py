@@ -32,7 +32,7 @@ from transformers import (
 
 from hf_know.cli import ConfigArgumentParser
 from hf_know.hub import push_folder, render_model_card
-from hf_know.io import atomic_output_dir
+from hf_know.io import atomic_output_dir, check_output_dir
 from hf_know.purification import (
     PURIFIERS,
     AggregationPurifier,
@@ -42,6 +42,7 @@ from hf_know.purification import (
     SingleTeacher,
     load_router,
     load_tinyllm,
+    validate_rationale_data,
 )
 from hf_know.purification.purifiers import ROUTERS
 from hf_know.testing.rationales import (
@@ -172,13 +173,28 @@ def build_purifier(purify_args: PurifyArguments, model_args: ModelArguments, tea
     return router.fit(train, **fit_kwargs), None
 
 
+OUTPUT_KIND = "purify"
+
+
+def script_inputs(script_args, model_args, purify_args) -> list[str | None]:
+    """Every path the run reads, which its output may not be, contain or lie inside."""
+    data = [script_args.tinyllm_root] if script_args.dataset.startswith("tinyllm/") else [script_args.dataset]
+    models = [model_args.model_name_or_path, model_args.router_encoder]
+    return [*data, script_args.eval_dataset, *models, purify_args.router_name_or_path, purify_args.aggregator_model]
+
+
 def main(script_args, model_args, purify_args, training_args) -> dict:
     push, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
     if push and not hub_model_id:
         raise ValueError("push_to_hub is set but hub_model_id is not: name the Hub repo to push to.")
+    inputs = script_inputs(script_args, model_args, purify_args)
+    output = dict(kind=OUTPUT_KIND, inputs=inputs, overwrite=training_args.overwrite_output_dir)
+    check_output_dir(training_args.output_dir, **output)  # before any work; written atomically at the end
     training_args = dataclasses.replace(training_args, push_to_hub=False)  # pushed once, with our card, below
     set_seed(training_args.seed)
     train, test, teachers = load_data(script_args)
+    validate_rationale_data(train, teachers)
+    validate_rationale_data(test, teachers)
     model, tokenizer = build_student(model_args, train)
     purifier, selector = build_purifier(purify_args, model_args, teachers, train, tokenizer, training_args.seed)
     trainer = PurifiedDistillTrainer(model, training_args, train, test, tokenizer, teachers=teachers,
@@ -191,7 +207,7 @@ def main(script_args, model_args, purify_args, training_args) -> dict:
         metrics["chosen_teachers"] = dict(Counter(chosen["purified_teacher"]))
     if trainer.is_world_process_zero():
         student = trainer.accelerator.unwrap_model(trainer.model)
-        with atomic_output_dir(training_args.output_dir) as tmp:
+        with atomic_output_dir(training_args.output_dir, **output) as tmp:
             student.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             if router is not None:

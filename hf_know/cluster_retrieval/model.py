@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from contextlib import contextmanager
 
@@ -10,6 +11,7 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from torch import nn
 from tqdm.auto import tqdm
+from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
 from .._adapter_loading import ShapeCheckedLoadMixin
@@ -507,10 +509,7 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
                 f"an index in [{-(depth + 1)}, {depth}] (0 = embeddings output, {depth} or -1 = last block)."
             )
         layer = config.feature_layer % (depth + 1)
-        # labels are not needed, and a generation cache must not see the embedding pass
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("labels", "adapter_names", "past_key_values")}
-        if "use_cache" in kwargs:
-            kwargs["use_cache"] = False
+        kwargs = _embedding_inputs(self.model, kwargs)
         batch = _batch_size(args, kwargs)
         copies = len(tasks) if tasks else 1
         if copies > 1:
@@ -562,9 +561,27 @@ def _repeat(value, copies: int, batch: int):
     return value
 
 
+def _caches(kwargs: dict) -> list[Cache]:
+    """The generation caches among a forward's arguments, whatever the model calls them (`past_key_values`
+    before transformers 5.24, `cache` since)."""
+    return [value for value in kwargs.values() if isinstance(value, Cache)]
+
+
 def _continues_generation(kwargs: dict) -> bool:
-    cache = kwargs.get("past_key_values")
-    return cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() > 0
+    return any(cache.get_seq_length() > 0 for cache in _caches(kwargs))
+
+
+def _embedding_inputs(model: nn.Module, kwargs: dict) -> dict:
+    """The forward's inputs for an embedding pass: no labels, no routing ids, and never a generation cache, so the
+    pass neither reads nor extends the cache the real forward is about to use."""
+    kwargs = {
+        k: v
+        for k, v in kwargs.items()
+        if k not in ("labels", "adapter_names", "past_key_values") and not isinstance(v, Cache)
+    }
+    if "use_cache" in inspect.signature(model.forward).parameters:
+        kwargs["use_cache"] = False
+    return kwargs
 
 
 def _pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:

@@ -25,7 +25,7 @@ from safetensors.torch import load_model
 from tqdm.auto import tqdm
 
 from ..hub import push_folder, render_model_card
-from ..io import atomic_output_dir
+from ..io import OUTPUT_MARKER, atomic_output_dir, check_output_dir
 from .checkpoints import (
     WEIGHT_SUFFIXES,
     CheckpointReader,
@@ -42,11 +42,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_HYPERMODEL = resources.files("hf_know.know") / "default_hypermodel"
 PREDICTION_FILE = "know_prediction.json"
+PREDICTION_KIND = "know-prediction"
 NORM_LAYER_MODES = ("copy", "reset")
 # Buffers of normalisation layers and the values a fresh layer starts from.
 NORM_BUFFER_RESET = {"running_mean": 0.0, "running_var": 1.0, "num_batches_tracked": 0}
-# Files of the full-data checkpoint not carried over: its card, its session record, any earlier prediction record.
-SKIPPED_FILES = ("README.md", ".gitattributes", SESSION_FILE, PREDICTION_FILE)
+# Files of the full-data checkpoint not carried over: its card, its session record, any earlier prediction record,
+# the output marker of whatever wrote it.
+SKIPPED_FILES = ("README.md", ".gitattributes", SESSION_FILE, PREDICTION_FILE, OUTPUT_MARKER)
 
 
 def tensor_role(name: str, shape: tuple[int, ...], dtype: torch.dtype, shapes: dict[str, tuple[int, ...]]) -> str:
@@ -108,6 +110,7 @@ class KnowPredictor:
         chunk_size: int = 1 << 20,
         max_shard_size: int | str = "5GB",
         token: str | None = None,
+        overwrite: bool = False,
     ) -> Path:
         """Extrapolate `steps` steps past the full-data checkpoint and write a checkpoint folder `AutoModel*` loads.
 
@@ -117,7 +120,9 @@ class KnowPredictor:
                 folder, a Hub repo id, or `"repo_id@revision"`. Checkpoints written by `collect_trajectory` record
                 their subset size, and a list in the wrong order is refused.
             steps: extrapolation steps; step `k` stands for `(1/r)^k` times the full data (x2 / x4 / x8 at r = 0.5).
-            output_dir: the result, written atomically (nothing is left behind on error).
+            output_dir: the result, written atomically (nothing is left behind on error). It may not be, contain
+                or lie inside a checkpoint, and an existing non-empty folder is replaced only if it is an earlier
+                prediction (or `overwrite=True`).
             predictor: one of `naive`, `task_vector`, `linear`, `quadratic`, `shrink`, `known`.
             r: the subset ratio, only recorded (read from the checkpoints when they carry it).
             norm_layers: `"copy"` normalisation parameters and buffers from the full-data checkpoint, or `"reset"`
@@ -128,6 +133,7 @@ class KnowPredictor:
             chunk_size: elements of one tensor read at a time from each checkpoint (bounds memory).
             max_shard_size: largest safetensors shard written, as `transformers` `save_pretrained` takes it.
             token: Hub token for private checkpoints.
+            overwrite: replace a non-empty `output_dir` that is not an earlier prediction.
 
         Returns:
             the output folder.
@@ -149,7 +155,10 @@ class KnowPredictor:
                 f"predictor={predictor!r} reads the last {extrapolator.window} checkpoints of the trajectory; got "
                 f"{len(checkpoints)}. Collect more forgetting sessions or use a predictor with a shorter window."
             )
+        check_output_dir(output_dir, PREDICTION_KIND, inputs=checkpoints, overwrite=overwrite)
         sources = [resolve_checkpoint(spec, token=token) for spec in checkpoints]
+        inputs = [source.folder for source in sources]
+        check_output_dir(output_dir, PREDICTION_KIND, inputs=inputs, overwrite=overwrite)
         sessions = [_read_session(source.folder) for source in sources]
         r = _check_order(sources, sessions, r)
         readers = [CheckpointReader(source, allow_pickle=allow_pickle) for source in sources]
@@ -171,7 +180,7 @@ class KnowPredictor:
                 ],
                 "tensors": {role: sum(v == role for v in roles.values()) for role in ("predict", "norm", "copy")},
             }
-            with atomic_output_dir(output_dir) as tmp:
+            with atomic_output_dir(output_dir, PREDICTION_KIND, inputs=inputs, overwrite=overwrite) as tmp:
                 _write_weights(tmp, readers, roles, extrapolator, record, chunk_size, max_shard_size)
                 full = readers[-1].checkpoint.folder
                 for path in full.iterdir():

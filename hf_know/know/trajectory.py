@@ -25,11 +25,15 @@ from huggingface_hub import HfApi
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from ..hub import pull, push_folder
-from ..io import atomic_output_dir
+from ..io import atomic_output_dir, check_output_dir
 
 logger = logging.getLogger(__name__)
 
 SESSION_FILE = "know_session.json"
+SESSION_KIND = "know-session"
+TRAJECTORY_FILE = "trajectory.json"
+# The Trainer's scratch folder inside output_dir, removed when the trajectory is complete.
+TRAINER_SCRATCH = ".hf-know-trainer"
 
 
 def subset_sizes(num_examples: int, r: float, num_sessions: int) -> list[int]:
@@ -82,6 +86,7 @@ def collect_trajectory(
     session_learning_rates: Sequence[float] | None = None,
     hub_model_id: str | None = None,
     token: str | None = None,
+    overwrite: bool = False,
     **trainer_kwargs,
 ) -> list[str]:
     """Fine-tune `model` on nested shrinking subsets of `train_dataset` and save one checkpoint per session.
@@ -100,6 +105,8 @@ def collect_trajectory(
         seed: seed of the one shuffle that all subsets are prefixes of.
         session_epochs / session_learning_rates: per-session overrides (one value per session).
         hub_model_id: also push session k to branch `session-k` of this Hub repo.
+        overwrite: write into a non-empty `output_dir` that holds no trajectory (files there other than `session-k`
+            folders are left alone); without it such a folder is refused.
         **trainer_kwargs: passed to every `Trainer` (`data_collator`, `processing_class`, `compute_metrics`...).
 
     Returns:
@@ -119,7 +126,7 @@ def collect_trajectory(
         "session_learning_rates": learning_rates,
         "train_first_session": train_first_session,
     }
-    _check_plan(output_dir, plan)
+    _check_plan(output_dir, plan, overwrite)
     shuffled = train_dataset.shuffle(seed=seed)
     api = HfApi(token=token) if hub_model_id else None
     branches = _hub_branches(api, hub_model_id)
@@ -141,7 +148,7 @@ def collect_trajectory(
             if session > 0 or train_first_session:
                 session_args = dataclasses.replace(
                     args,
-                    output_dir=str(output_dir / ".trainer"),
+                    output_dir=str(output_dir / TRAINER_SCRATCH),
                     num_train_epochs=epochs[session],
                     learning_rate=learning_rates[session],
                 )
@@ -157,28 +164,31 @@ def collect_trajectory(
                 )
                 record["train_loss"] = trainer.train().training_loss
             if main_process:
-                _save_session(model, folder, record, trainer_kwargs.get("processing_class"))
+                _save_session(model, folder, record, trainer_kwargs.get("processing_class"), overwrite)
             PartialState().wait_for_everyone()
         # Also pushes a session saved locally by a run that stopped before pushing it.
         if hub_model_id and branch not in branches and main_process:
             message = f"KNOW trajectory session {session} ({size} examples)"
             push_folder(folder, hub_model_id, revision=branch, token=token, commit_message=message)
-    shutil.rmtree(output_dir / ".trainer", ignore_errors=True)
+    shutil.rmtree(output_dir / TRAINER_SCRATCH, ignore_errors=True)
     return trajectory_checkpoints(output_dir, num_sessions, hub_model_id)
 
 
-def _save_session(model, folder: Path, record: dict, processor) -> None:
+def _save_session(model, folder: Path, record: dict, processor, overwrite: bool) -> None:
     """One standard checkpoint folder (weights, config, processor) plus the session record, written atomically."""
-    with atomic_output_dir(folder) as tmp:
+    with atomic_output_dir(folder, SESSION_KIND, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         if processor is not None:
             processor.save_pretrained(tmp)
         (tmp / SESSION_FILE).write_text(json.dumps(record, indent=2))
 
 
-def _check_plan(output_dir: Path, plan: dict) -> None:
-    """Record the run's settings in `trajectory.json`; refuse to resume a run made with other settings."""
-    manifest = output_dir / "trajectory.json"
+def _check_plan(output_dir: Path, plan: dict, overwrite: bool) -> None:
+    """Record the run's settings in `trajectory.json`; refuse to resume a run made with other settings, and refuse
+    a non-empty folder holding no trajectory (unless `overwrite`)."""
+    manifest = output_dir / TRAJECTORY_FILE
+    if not manifest.is_file():
+        check_output_dir(output_dir, "know-trajectory", overwrite=overwrite)
     if manifest.is_file():
         previous = json.loads(manifest.read_text())
         changed = sorted(key for key in plan if previous.get(key) != plan[key])

@@ -112,11 +112,24 @@ def parse_stated_answer(text: str, choices: list[str]) -> str:
     return choices[index] if index < len(choices) else ""
 
 
-def _read_records(path: Path) -> list[dict]:
-    text = path.read_text()
-    if text.lstrip().startswith("["):
+def _read_json(path: Path, what: str):
+    """One JSON document, or a JSON Lines file as a list of records; errors name the file and the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); expected {what}.") from error
+    try:
         return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError:
+        pass
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            records.append(json.loads(line)) if line.strip() else None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: invalid JSON at line {number}, column {error.colno} ({error.msg}); expected "
+                             f"{what}.") from error  # fmt: skip
+    return records
 
 
 def split_tinyllm_rationale(text: str) -> tuple[str, str]:
@@ -129,34 +142,47 @@ def split_tinyllm_rationale(text: str) -> tuple[str, str]:
 
 
 def load_tinyllm(root: str | Path, domain: str, split: str = "train") -> tuple[Dataset, RationaleDataReport]:
-    """One domain and split of the TinyLLM release (`root` holds `obqa/`, `arc/`, `riddle/`, `pubmedqa/`).
+    """One set and split of data in the TinyLLM release's layout: `root/<domain>/<domain>_<split>.json` (questions,
+    a JSON array or JSON Lines) and `root/<domain>/llm/<split>_CoT_<k>.json` (rationale strings, batches in numeric
+    k order). Any set in that layout loads (the four here are `TINYLLM_DOMAINS`; upstream ships more).
 
-    Both teachers' rationales are kept. Teacher 1 (FLAN-T5-xl) ends with "Thus, the answer is (x)" and teacher 2
-    (Llama-2-chat) sometimes does; those stated answers are parsed where possible and the rest counted. The
-    rationales were generated with the gold answer in the prompt, so no unforced `teacher_answers` are known.
+    Teacher 1 (FLAN-T5-xl) ends with "Thus, the answer is (x)" and teacher 2 (Llama-2-chat), present where the
+    strings carry a "llama rationale:" part, sometimes does; a set without any such part has teacher 1 alone. Stated
+    answers are parsed where possible; the report counts, per teacher, the rows without a rationale and those whose
+    answer did not parse. The rationales were generated with the gold answer in the prompt, so no unforced
+    `teacher_answers` are known.
     """
-    if domain not in TINYLLM_DOMAINS:
-        raise ValueError(f"domain={domain!r} is not one of {TINYLLM_DOMAINS}.")
     folder = Path(root) / domain
     questions = folder / f"{domain}_{split}.json"
     if not questions.is_file():
-        raise ValueError(f"No TinyLLM questions at {questions}; expected {domain}/{domain}_{split}.json under {root}.")
-    records = _read_records(questions)
+        sets = sorted(p.name for p in Path(root).glob("*/") if p.is_dir()) if Path(root).is_dir() else []
+        raise ValueError(
+            f"No TinyLLM questions at {questions}; expected {domain}/{domain}_{split}.json under {root} "
+            f"(sets found there: {sets or 'none'})."
+        )
+    records = _read_json(questions, "TinyLLM question records")
     batches = sorted((folder / "llm").glob(f"{split}_CoT_*.json"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    texts = [text for batch in batches for text in json.loads(batch.read_text())]
+    texts = [text for batch in batches for text in _read_json(batch, "a JSON array of rationale strings")]
     if len(texts) != len(records):
         raise ValueError(
             f"{folder}: {len(records)} questions in {questions.name} but {len(texts)} rationale strings in "
-            f"{split}_CoT_*.json; expected one per question."
+            f"llm/{split}_CoT_*.json; expected one per question."
         )
-    report = RationaleDataReport(list(TINYLLM_TEACHERS), rows=len(records))
-    report.missing_rationales = dict.fromkeys(TINYLLM_TEACHERS, 0)
-    report.unparsed_answers = dict.fromkeys(TINYLLM_TEACHERS, 0)
+    for index, (record, text) in enumerate(zip(records, texts, strict=True)):
+        missing = [key for key in ("id", "question", "choices", "answer") if key not in record]
+        if missing or not isinstance(text, str):
+            problem = f"lacks the key(s) {missing}" if missing else f"has a rationale of type {type(text).__name__}"
+            raise ValueError(f"{questions} record {index} {problem}; expected id, question, choices, answer and a "
+                             "rationale string.")  # fmt: skip
+    teachers = list(TINYLLM_TEACHERS if any("llama rationale:" in text for text in texts) else TINYLLM_TEACHERS[:1])
+    report = RationaleDataReport(teachers, rows=len(records))
+    report.missing_rationales = dict.fromkeys(teachers, 0)
+    report.unparsed_answers = dict.fromkeys(teachers, 0)
     rows = {name: [] for name in RATIONALE_FEATURES}
     for record, text in zip(records, texts, strict=True):
-        rationales = list(split_tinyllm_rationale(text))
+        rationales = list(split_tinyllm_rationale(text))[: len(teachers)]
         stated = [parse_stated_answer(r, record["choices"]) for r in rationales]
-        for teacher, rationale, answer in zip(TINYLLM_TEACHERS, rationales, stated, strict=True):
+        for teacher, rationale, answer in zip(teachers, rationales, stated, strict=True):
             report.missing_rationales[teacher] += not rationale
             report.unparsed_answers[teacher] += bool(rationale) and not answer
         values = {
@@ -165,7 +191,7 @@ def load_tinyllm(root: str | Path, domain: str, split: str = "train") -> tuple[D
             "choices": record["choices"],
             "answer": record["answer"],
             "rationales": rationales,
-            "teacher_answers": ["", ""],
+            "teacher_answers": [""] * len(teachers),
             "stated_answers": stated,
         }
         for name, value in values.items():
