@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -104,17 +105,54 @@ def resolve_checkpoint(spec: str | os.PathLike, *, token: str | None = None, end
 
 
 def read_safetensors_header(file: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Tensor table and `__metadata__` of one safetensors file."""
+    """Tensor table and `__metadata__` of one safetensors file, checked against the file: the header fits the file,
+    every tensor's byte range matches its dtype and shape and lies in the data section, ranges do not overlap and
+    cover the data section exactly. A truncated or corrupted file is refused with its name, never read as zeros."""
+    size = file.stat().st_size
     with open(file, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise ValueError(f"{file}: {size} bytes, too short for a safetensors header; the file is truncated.")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > size - 8:
+            raise ValueError(
+                f"{file}: the header claims {length} bytes but the file holds {size - 8} after the length field; "
+                "the file is truncated or not safetensors."
+            )
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(
+                f"{file}: the safetensors header is not valid JSON ({error}); the file is corrupted."
+            ) from error
+    if not isinstance(header, dict):
+        raise ValueError(f"{file}: the safetensors header is a {type(header).__name__}; expected a JSON object.")
     metadata = header.pop("__metadata__", None) or {}
-    tensors = {}
+    tensors, ranges, data_size = {}, [], size - 8 - length
     for name, entry in header.items():
-        if entry["dtype"] not in SAFETENSORS_DTYPES:
-            raise ValueError(f"{file}: tensor {name!r} has dtype {entry['dtype']}, which KNOW does not handle.")
-        tensors[name] = TensorInfo(
-            file, SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"]), 8 + length + entry["data_offsets"][0]
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], tuple(int(d) for d in entry["shape"]), entry["data_offsets"]
+        except (TypeError, KeyError, ValueError) as error:
+            raise ValueError(f"{file}: header entry of tensor {name!r} is malformed ({entry!r}).") from error
+        if dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"{file}: tensor {name!r} has dtype {dtype}, which KNOW does not handle.")
+        info = TensorInfo(file, SAFETENSORS_DTYPES[dtype], shape, 8 + length + begin)
+        if not 0 <= begin <= end <= data_size or end - begin != info.nbytes:
+            raise ValueError(
+                f"{file}: tensor {name!r} ({dtype} {list(shape)}, {info.nbytes} bytes) has data offsets [{begin}, "
+                f"{end}] but the data section holds {data_size} bytes; the file is truncated or corrupted."
+            )
+        tensors[name] = info
+        ranges.append((begin, end, name))
+    covered = 0
+    for begin, end, name in sorted(ranges):
+        if begin != covered:
+            problem = "overlaps the previous tensor" if begin < covered else f"leaves a gap at byte {covered}"
+            raise ValueError(f"{file}: tensor {name!r} starts at byte {begin} and {problem}; the file is corrupted.")
+        covered = end
+    if covered != data_size:
+        raise ValueError(
+            f"{file}: the tensors cover {covered} bytes but the data section holds {data_size}; the file is corrupted."
         )
     return tensors, metadata
 
@@ -152,17 +190,38 @@ class CheckpointReader:
             )
         self._state_dict = {}
         for file in pickles:
-            self._state_dict.update(torch.load(file, map_location="cpu", weights_only=True, mmap=True))
+            self._state_dict.update(_load_pickle(file))
         self.tensors = {
             name: TensorInfo(folder, tensor.dtype, tuple(tensor.shape), 0) for name, tensor in self._state_dict.items()
         }
 
     @staticmethod
     def _weight_files(folder: Path, single: str, index: str) -> list[Path]:
-        if (folder / index).is_file():
-            weight_map = json.loads((folder / index).read_text())["weight_map"]
-            return [folder / name for name in dict.fromkeys(weight_map.values())]
-        return [folder / single] if (folder / single).is_file() else []
+        """The weight files of a checkpoint: the shards its index names (each inside the folder), or the single
+        file."""
+        if not (folder / index).is_file():
+            return [folder / single] if (folder / single).is_file() else []
+        path = folder / index
+        try:
+            weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+            shards = list(dict.fromkeys(weight_map.values()))
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(
+                f"{path}: not a valid index ({type(error).__name__}: {error}); expected JSON with a 'weight_map' "
+                "from tensor names to shard file names."
+            ) from error
+        files = []
+        for shard in shards:
+            file = (folder / shard).resolve() if isinstance(shard, str) else None
+            if file is None or Path(shard).is_absolute() or folder.resolve() not in file.parents:
+                raise ValueError(
+                    f"{path} names the shard {shard!r}, which is not a file name inside the checkpoint folder "
+                    f"{folder}; absolute paths and '..' are refused."
+                )
+            if not file.is_file():
+                raise ValueError(f"{path} names the shard {shard!r}, which does not exist in {folder}.")
+            files.append(file)
+        return files
 
     def read(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Elements `[start, stop)` of tensor `name`, flattened in row-major order."""
@@ -175,7 +234,12 @@ class CheckpointReader:
             return torch.empty(0, dtype=info.dtype)
         if info.file not in self._fds:
             self._fds[info.file] = os.open(info.file, os.O_RDONLY)
-        os.preadv(self._fds[info.file], [buffer], info.offset + start * itemsize)
+        read = os.preadv(self._fds[info.file], [buffer], info.offset + start * itemsize)
+        if read != len(buffer):
+            raise ValueError(
+                f"{info.file}: tensor {name!r} ends past the end of the file ({read} of {len(buffer)} bytes read); "
+                "the file was truncated while being read."
+            )
         return torch.frombuffer(buffer, dtype=info.dtype)
 
     def close(self) -> None:
@@ -185,6 +249,24 @@ class CheckpointReader:
 
     def __del__(self):
         self.close()
+
+
+def _load_pickle(file: Path) -> dict[str, torch.Tensor]:
+    """A pickled state dict, memory-mapped, with `weights_only=True` (no code runs); errors name the file."""
+    try:
+        state_dict = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        raise ValueError(
+            f"{file} cannot be memory-mapped ({error}); only the zip format torch.save has written since PyTorch "
+            "1.6 can. Re-save it with torch.save, or better convert it to safetensors."
+        ) from error
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{file} is not a plain state dict of tensors ({error}); weights_only=True refuses anything else."
+        ) from error
+    if not isinstance(state_dict, dict) or not all(torch.is_tensor(v) for v in state_dict.values()):
+        raise ValueError(f"{file} holds a {type(state_dict).__name__}; expected a state dict of tensors.")
+    return state_dict
 
 
 @dataclass(frozen=True)

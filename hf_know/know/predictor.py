@@ -221,7 +221,7 @@ def _write_weights(folder, readers, roles, extrapolator, record, chunk_size, max
             stop = min(start + chunk_size, info.numel)
             if roles[name] == "predict":
                 window = torch.stack([_read_checked(reader, name, start, stop) for reader in used], dim=1)
-                writer.write(extrapolator(window.float(), kind))
+                writer.write(_finite_prediction(extrapolator(window.float(), kind).to(info.dtype), name, start))
             elif roles[name] == "norm" and record["norm_layers"] == "reset":
                 writer.write(torch.full((stop - start,), norm_reset_value(name), dtype=info.dtype))
             else:
@@ -283,6 +283,19 @@ def _read_checked(reader: CheckpointReader, name: str, start: int, stop: int) ->
         raise ValueError(
             f"Tensor {name!r} of checkpoint {reader.checkpoint.label!r} holds a non-finite value (flat index {bad}); "
             "expected finite weights."
+        )
+    return values
+
+
+def _finite_prediction(values: torch.Tensor, name: str, start: int) -> torch.Tensor:
+    """`values` (already in the checkpoint's dtype), refused if any is NaN or infinite: a prediction that overflows
+    the tensor's dtype is an error naming it, never a written checkpoint."""
+    if not torch.isfinite(values).all():
+        bad = start + int((~torch.isfinite(values)).nonzero()[0, 0])
+        raise ValueError(
+            f"The prediction for tensor {name!r} is not finite in {values.dtype} (flat index {bad}): the "
+            "extrapolation overflows that dtype. Nothing was written; use fewer steps, another predictor, or exclude "
+            "the tensor (exclude=[...])."
         )
     return values
 
