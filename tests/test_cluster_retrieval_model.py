@@ -287,6 +287,7 @@ def test_classifier_in_modules_to_save_is_targeted_per_task_instead():
 def test_bad_input_is_named():
     model = crmodel()
     model.add_task("a")
+    model.add_task("b")
     model.eval()
     with pytest.raises(ValueError, match="No task of adapter 'default' has a signature"):
         model(**A)
@@ -294,7 +295,7 @@ def test_bad_input_is_named():
         model.retrieve(**A)
     with pytest.raises(ValueError, match="Duplicate task name 'a'"):
         model.add_task("a")
-    with pytest.raises(ValueError, match=r"without '\.'"):
+    with pytest.raises(ValueError, match=r"Task name 'a\.b' is not valid"):
         model.add_task("a.b")
     with pytest.raises(ValueError, match="empty dataloader"):
         model.fit_signature("a", [])

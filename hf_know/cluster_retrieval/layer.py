@@ -59,20 +59,22 @@ class ClusterRetrievalLayer(BaseTunerLayer):
             self.add_task(adapter_name, task)
         self.set_adapter(self.active_adapters, inference_mode=inference_mode)
 
-    def add_task(self, adapter_name: str, task: str) -> None:
-        """Freeze the adapter's current tasks (baking a pending projection into A) and add `task` as the new one."""
+    def add_task(self, adapter_name: str, task: str, dtype: torch.dtype | None = None) -> None:
+        """Freeze the adapter's current tasks (baking a pending projection into A) and add `task` as the new one,
+        its parameters in `dtype` (the base weight's by default)."""
         tasks = self.task_names(adapter_name)
         if tasks and self.ortho_mode[adapter_name] == "projection":
             with torch.no_grad():
                 self.cr_A[adapter_name][tasks[-1]].copy_(self._task_A(adapter_name, len(tasks) - 1))
         weight = self.get_base_layer().weight
-        a = torch.empty(self.r[adapter_name], self.in_features, device=weight.device)
+        dtype = dtype or weight.dtype
+        a = torch.empty(self.r[adapter_name], self.in_features, device=weight.device, dtype=torch.float32)
         nn.init.kaiming_uniform_(a, a=math.sqrt(5))
-        self.cr_A[adapter_name][task] = nn.Parameter(a)
-        b = torch.zeros(self.out_features, self.r[adapter_name], device=a.device)
+        self.cr_A[adapter_name][task] = nn.Parameter(a.to(dtype))
+        b = torch.zeros(self.out_features, self.r[adapter_name], device=a.device, dtype=dtype)
         self.cr_B[adapter_name][task] = nn.Parameter(b)
         if tasks and self.composition[adapter_name] == "learned":
-            self.cr_coef[adapter_name][task] = nn.Parameter(torch.zeros(len(tasks), device=a.device))
+            self.cr_coef[adapter_name][task] = nn.Parameter(torch.zeros(len(tasks), device=a.device, dtype=dtype))
         self._freeze_non_trainable_peft_weights()
 
     def task_names(self, adapter_name: str) -> list[str]:
@@ -98,24 +100,24 @@ class ClusterRetrievalLayer(BaseTunerLayer):
         return a - (a @ q) @ q.T
 
     def composition_matrix(self, adapter_name: str) -> torch.Tensor:
-        """C[t, j]: the weight of task j's pair in task t's update (1 on the diagonal, 0 above it)."""
+        """C[t, j] in float32: the weight of task j's pair in task t's update (1 on the diagonal, 0 above it)."""
         tasks = self.task_names(adapter_name)
         weight = self.get_base_layer().weight
         mode = self.composition[adapter_name]
         rows = []
         for t, task in enumerate(tasks):
             if mode == "learned" and t > 0:
-                earlier = self.cr_coef[adapter_name][task]
+                earlier = self.cr_coef[adapter_name][task].float()
             else:
                 earlier = torch.full((t,), float(mode == "sum"), device=weight.device)
             rows.append(torch.cat([earlier, earlier.new_ones(1), earlier.new_zeros(len(tasks) - t - 1)]))
         return torch.stack(rows)
 
     def delta_weight(self, adapter_name: str, task_index: int) -> torch.Tensor:
-        """Task `task_index`'s full composed update ΔW_t [out, in]."""
+        """Task `task_index`'s full composed update ΔW_t [out, in], in float32 whatever the adapter's dtype."""
         mix = self.composition_matrix(adapter_name)[task_index]
-        b = torch.stack(list(self.cr_B[adapter_name].values()))
-        a = torch.stack([self._task_A(adapter_name, j) for j in range(len(mix))])
+        b = torch.stack([b.float() for b in self.cr_B[adapter_name].values()])
+        a = torch.stack([self._task_A(adapter_name, j).float() for j in range(len(mix))])
         return self.scaling[adapter_name] * torch.einsum("t,tor,tri->oi", mix, b, a)
 
     def regularization(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

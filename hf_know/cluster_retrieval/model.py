@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import keyword
 from collections.abc import Mapping
 from contextlib import contextmanager
 
@@ -102,6 +103,7 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
         self._requested_tasks = None
         self._embedding_pass = False
         self._adapters_enabled = True
+        self._autocast_adapter_dtype: dict[str, bool] = {}
         super().__init__(model, config, adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
         self._hooks = [
             self.model.register_forward_pre_hook(self._route, with_kwargs=True),
@@ -159,6 +161,36 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
         return model
 
     @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name: str, state_dict):
+        """Refuse an adapter file that lacks tensors the method needs (a task's A/B/coefficients, a signature) or
+        holds NaN/inf in them, or whose tensors belong to modules this base model does not have: loaded anyway it
+        would route wrongly."""
+        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        containers = (".cr_A.", ".cr_B.", ".cr_coef.", "cr_signatures.")
+        ours = tuple(f"{container}{adapter_name}." for container in containers)
+        expected = {key for key in model.state_dict() if any(part in key for part in ours)}
+        loaded = {key for key in remapped if any(part in key for part in containers)}
+        missing, unexpected = sorted(expected - loaded), sorted(loaded - expected)
+        if missing or unexpected:
+            problems = []
+            if missing:
+                problems.append(f"{len(missing)} tensor(s) it needs are missing from the file: {missing[:5]}")
+            if unexpected:
+                problems.append(
+                    f"{len(unexpected)} tensor(s) of the file have no place in this model (another architecture or "
+                    f"target_modules?): {unexpected[:5]}"
+                )
+            raise ValueError(f"Adapter {adapter_name!r} (tasks {config.task_names}) does not match this model: "
+                             + "; ".join(problems) + ".")  # fmt: skip
+        broken = [k for k in loaded if remapped[k].is_floating_point() and not torch.isfinite(remapped[k]).all()]
+        if broken:
+            raise ValueError(
+                f"Adapter {adapter_name!r} holds NaN or infinite values in {sorted(broken)[:5]}; expected finite task "
+                "weights and signatures."
+            )
+        return remapped
+
+    @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
         key = super()._remove_adapter_name_from_key(key, adapter_name)
         return key.replace(f"cr_signatures.{adapter_name}.", "cr_signatures.", 1)
@@ -195,16 +227,22 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
         """
         adapter = adapter_name or self._adapter
         config = self.peft_config[adapter]
-        if not isinstance(name, str) or not name or "." in name:
-            raise ValueError(f"A task name must be a non-empty string without '.', got {name!r}.")
-        if name in config.task_names:
-            raise ValueError(
-                f"Duplicate task name {name!r}: adapter {adapter!r} already has tasks {config.task_names}."
-            )
+        _check_task_name(name, adapter, config.task_names)
         config.task_names.append(name)
         for layer in self._layers(adapter):
-            layer.add_task(adapter, name)
+            layer.add_task(adapter, name, self._adapter_dtype(adapter, layer))
         self._add_signature_slots(adapter)
+
+    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        """PEFT's upcast of fp16/bf16 adapter weights to float32; remembered, so that tasks added later follow the
+        same choice (`get_peft_model(..., autocast_adapter_dtype=False)` keeps them in the base model's dtype)."""
+        self._autocast_adapter_dtype[adapter_name] = autocast_adapter_dtype
+        super()._cast_adapter_dtype(adapter_name, autocast_adapter_dtype)
+
+    def _adapter_dtype(self, adapter: str, layer: ClusterRetrievalLayer) -> torch.dtype:
+        dtype = layer.get_base_layer().weight.dtype
+        upcast = self._autocast_adapter_dtype.get(adapter, True) and dtype in (torch.float16, torch.bfloat16)
+        return torch.float32 if upcast else dtype
 
     def _add_signature_slots(self, adapter: str) -> None:
         """Create zeroed signature buffers for tasks that have none yet, once the embedding size is known."""
@@ -415,7 +453,7 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
         if requested is not None:
             ids = self._resolve_tasks(adapter, requested, batch)
             return nn.functional.one_hot(ids.to(device), m).float()
-        if module.training:
+        if module.training or m == 1:  # the task being trained; or the only task, which needs no retrieval
             return torch.zeros(batch, m, device=device).index_fill_(1, torch.tensor([m - 1], device=device), 1.0)
         previous = (self.routing.weights or {}).get(adapter)
         if _continues_generation(kwargs) and previous is not None and previous.shape[0] == batch:
@@ -546,6 +584,23 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
         if config.feature_normalize:
             pooled = nn.functional.normalize(pooled.float(), dim=-1)
         return list(pooled.float().split(batch))
+
+
+def _check_task_name(name, adapter: str, existing: list[str]) -> None:
+    """Task names key parameter and buffer containers, so they must be identifiers that no container or module
+    attribute already uses (`add_task("keys")` would shadow `ModuleDict.keys`), and unique."""
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise ValueError(
+            f"Task name {name!r} is not valid: expected an identifier-like string (letters, digits and '_', not "
+            "starting with a digit), e.g. 'news' or 'task_1'."
+        )
+    if any(hasattr(container, name) for container in (nn.ParameterDict(), nn.ModuleDict())):
+        raise ValueError(
+            f"Task name {name!r} is the name of a PyTorch module attribute or method; tasks are stored under their "
+            "names, so it would shadow it. Choose another name, e.g. 'task_" + name + "'."
+        )
+    if name in existing:
+        raise ValueError(f"Duplicate task name {name!r}: adapter {adapter!r} already has tasks {existing}.")
 
 
 def _batch_size(args: tuple, kwargs: dict) -> int:
