@@ -24,7 +24,10 @@ class ConfigArgumentParser(HfArgumentParser):
         if known.config is not None:
             if not known.config.is_file():
                 raise ValueError(f"--config {known.config}: no such file.")
-            values = yaml.safe_load(known.config.read_text()) or {}
+            try:
+                values = yaml.safe_load(known.config.read_text(encoding="utf-8")) or {}
+            except (yaml.YAMLError, UnicodeDecodeError) as error:
+                raise ValueError(f"--config {known.config}: not valid YAML ({error}).") from error
             if not isinstance(values, dict):
                 raise ValueError(f"--config {known.config}: expected a mapping of option names to values.")
             accepted = {action.dest for action in self._actions}

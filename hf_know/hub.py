@@ -19,6 +19,18 @@ CARD_FILENAME = "README.md"
 TEMPLATES = resources.files("hf_know") / "model_cards"
 
 
+def check_local_or_repo_id(name_or_path: str | os.PathLike, what: str) -> None:
+    """Refuse a name that looks like a local path (`./x`, `/x`, `~/x`, `a/b/c`) but does not exist, naming it;
+    otherwise huggingface_hub would take it for a repo id and fail with an unrelated `HFValidationError`."""
+    text = os.fspath(name_or_path)
+    if Path(text).expanduser().exists():
+        return
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
+        raise ValueError(
+            f"{what} {text!r} does not exist as a local folder, and is not a Hub repo id ('owner/name') either."
+        )
+
+
 def available_templates() -> list[str]:
     """Names of the model card templates shipped in `model_cards/` (inside the package: `hf_know/model_cards`)."""
     folder = TEMPLATES

@@ -23,6 +23,11 @@ def hub():
         yield loopback
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (hidden ones too) with its bytes: equal snapshots mean nothing was lost or changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
 def run_python(code: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `code` in a fresh Python process (only what it imports is loaded) and fail loudly on error."""
     result = subprocess.run(

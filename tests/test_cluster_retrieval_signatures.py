@@ -97,7 +97,8 @@ def test_task_adapted_features_and_soft_weights():
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda: fit_signature(torch.empty(0, D)), r"non-empty \[N, D\] feature matrix, got shape \(0, 16\)"),
+        (lambda: fit_signature(torch.empty(0, D)), r"with N >= 2 examples .* got shape \(0, 16\)"),
+        (lambda: fit_signature(torch.ones(1, D)), r"with N >= 2 examples .* got shape \(1, 16\)"),
         (lambda: fit_signature(torch.full((4, D), float("nan"))), "non-finite features"),
         (lambda: fit_signature(torch.randn(4, D), "hdbscan"), "signature_type must be one of"),
         (lambda: fit_signature(torch.randn(4, D), covariance_type="tied"), "covariance_type must be one of"),

@@ -136,11 +136,12 @@ def test_head_errors_have_no_body_on_a_kept_alive_connection(hub):
 
     host, port = hub.endpoint.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    auth = {"Authorization": f"Bearer {hub.state.token}"}
     for _ in range(2):
-        connection.request("HEAD", "/tester/missing/resolve/main/README.md")
+        connection.request("HEAD", "/tester/missing/resolve/main/README.md", headers=auth)
         response = connection.getresponse()
         assert response.status == 404 and response.read() == b""
         assert response.getheader("X-Error-Code") == "RepoNotFound"
-    connection.request("GET", "/api/whoami-v2")
+    connection.request("GET", "/api/whoami-v2", headers=auth)
     assert connection.getresponse().status == 200
     connection.close()

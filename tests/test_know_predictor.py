@@ -202,7 +202,7 @@ def test_bad_input_names_the_problem_and_writes_nothing(tmp_path, bert_trajector
     result = load_prediction(predictor.predict([pickled, *folders[1:]], 1, tmp_path / "ok", allow_pickle=True))
     expected = load_prediction(predictor.predict(folders, 1, tmp_path / "ok2"))
     assert all(torch.equal(result[k], expected[k]) for k in state)
-    fails([*folders[:4], tmp_path / "nowhere"], "'.*nowhere' is neither a local folder nor a Hub repo")
+    fails([*folders[:4], tmp_path / "nowhere"], "'.*nowhere' does not exist as a local folder")
 
 
 def test_reversed_trajectory_from_collect_is_refused(tmp_path):

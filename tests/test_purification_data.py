@@ -84,7 +84,7 @@ def test_tinyllm_loader_aligns_batches_in_numeric_order_and_counts(tmp_path):
     (tmp_path / "obqa" / "llm" / "train_CoT_10.json").unlink()
     with pytest.raises(ValueError, match=r"11 questions in obqa_train\.json but 10 rationale strings"):
         load_tinyllm(tmp_path, "obqa", "train")
-    with pytest.raises(ValueError, match="domain='piqa' is not one of"):
+    with pytest.raises(ValueError, match=r"No TinyLLM questions at .*piqa_train.json.*sets found there: \['obqa'\]"):
         load_tinyllm(tmp_path, "piqa")
 
 

@@ -88,8 +88,11 @@ def fit_signature(
         raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}.")
     if max_components < 1 or reg_covar <= 0:
         raise ValueError(f"max_components must be >= 1 and reg_covar > 0, got {max_components} and {reg_covar}.")
-    if features.dim() != 2 or features.shape[0] == 0:
-        raise ValueError(f"fit_signature needs a non-empty [N, D] feature matrix, got shape {tuple(features.shape)}.")
+    if features.dim() != 2 or features.shape[0] < 2:
+        raise ValueError(
+            f"fit_signature needs an [N, D] feature matrix with N >= 2 examples (a distribution cannot be fitted to "
+            f"fewer), got shape {tuple(features.shape)}."
+        )
     if not torch.isfinite(features).all():
         raise ValueError("fit_signature got non-finite features (NaN or inf); check the embeddings.")
     x = features.detach().double().cpu().numpy()

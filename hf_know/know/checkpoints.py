@@ -26,7 +26,7 @@ from huggingface_hub.errors import (
 )
 from transformers.utils.hub import convert_file_size_to_int
 
-from ..hub import pull
+from ..hub import check_local_or_repo_id, pull
 
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -93,6 +93,7 @@ def resolve_checkpoint(spec: str | os.PathLike, *, token: str | None = None, end
     if path.exists():
         raise ValueError(f"Checkpoint {str(spec)!r} is a file; expected a checkpoint folder or a Hub repo id.")
     repo_id, revision = parse_checkpoint_spec(spec)
+    check_local_or_repo_id(repo_id, "Checkpoint")
     try:
         folder = pull(repo_id, revision, token=token, endpoint=endpoint)
     except RevisionNotFoundError as error:

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_model
 from tqdm.auto import tqdm
 
-from ..hub import push_folder, render_model_card
+from ..hub import check_local_or_repo_id, push_folder, render_model_card
 from ..io import OUTPUT_MARKER, atomic_output_dir, check_output_dir
 from .checkpoints import (
     WEIGHT_SUFFIXES,
@@ -93,6 +93,7 @@ class KnowPredictor:
             with resources.as_file(DEFAULT_HYPERMODEL / "model.safetensors") as weights:
                 load_model(hypermodel, weights)
             return cls(hypermodel, "hf-know default (meta_train.yaml)")
+        check_local_or_repo_id(path_or_repo_id, "Hyper-model")
         return cls(KnowHyperModel.from_pretrained(path_or_repo_id, **kwargs), os.fspath(path_or_repo_id))
 
     def predict(

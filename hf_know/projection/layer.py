@@ -121,8 +121,12 @@ class _ConvNd(nn.Module, ProjectionLayer):
             return self.base_layer(x, *args, **kwargs)
         base_layer = self.get_base_layer()
         weight = base_layer.weight * self._kernel_scale(active)
-        # `_conv_forward` is the base conv's own routine: stride, padding, padding_mode, dilation and groups.
-        return base_layer._conv_forward(x.to(weight.dtype), weight, base_layer.bias)
+        if type(base_layer).forward is STOCK_FORWARD[type(self)]:
+            # `_conv_forward` is the stock conv's own routine: stride, padding, padding_mode, dilation and groups.
+            return base_layer._conv_forward(x.to(weight.dtype), weight, base_layer.bias)
+        # A subclass with its own forward (weight standardisation, "same" padding, ...): run that forward with the
+        # projected weight in place of its own.
+        return torch.func.functional_call(base_layer, {"weight": weight}, (x, *args), kwargs)
 
     def __repr__(self) -> str:
         return "projection." + super().__repr__()
@@ -145,3 +149,5 @@ LAYER_CLASSES: dict[type[nn.Module], type[_ConvNd]] = {
     nn.Conv2d: Conv2d,
     nn.Conv3d: Conv3d,
 }
+# The forward of the stock conv each projected class wraps; a subclass that overrides it runs through its own.
+STOCK_FORWARD = {cls: conv.forward for conv, cls in LAYER_CLASSES.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import torch
@@ -65,12 +66,14 @@ class ProjectionModel(ShapeCheckedLoadMixin, BaseTuner):
         select_all = config.target_modules is None or config.target_modules == ALL_CONV
         # Selecting by type: match every name, then keep the convs; exclusions and modules_to_save still apply.
         matcher = replace(config, target_modules=r".*") if select_all else config
-        targets, convs = set(), []
+        targets, convs, transposed = set(), [], []
         for name, module in model.named_modules():
             if not name or _is_wrapper_internal(name) or isinstance(module, ModulesToSaveWrapper):
                 continue
             base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
             is_conv = isinstance(base, tuple(LAYER_CLASSES))
+            if select_all and isinstance(base, nn.modules.conv._ConvTransposeNd):
+                transposed.append(name)
             if is_conv:
                 convs.append(name)
             if not check_target_module_exists(matcher, name) or (select_all and not is_conv):
@@ -82,6 +85,13 @@ class ProjectionModel(ShapeCheckedLoadMixin, BaseTuner):
             if config.skip_depthwise and base.groups > 1 and base.groups == base.in_channels:
                 continue
             targets.add(name)
+        if transposed:
+            warnings.warn(
+                f"ProjectionConfig leaves {len(transposed)} transposed conv layer(s) of {type(model).__name__} "
+                f"unprojected and frozen: {transposed[:10]}{' ...' if len(transposed) > 10 else ''}. Projection "
+                "applies to nn.Conv1d/2d/3d; list them in modules_to_save to train them.",
+                stacklevel=2,
+            )
         if not targets:
             raise ValueError(
                 f"ProjectionConfig(target_modules={config.target_modules!r}, exclude_modules="

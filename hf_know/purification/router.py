@@ -20,6 +20,7 @@ from huggingface_hub.constants import CONFIG_NAME
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .data import validate_rationale_data
 from .encoder import SentenceEncoder
 from .purifier import select_rationales
 from .support import teacher_scores
@@ -103,6 +104,7 @@ class TeacherRouter(nn.Module, ModelHubMixin, library_name="hf-know", tags=["hf-
         row (labels of a single class: there is nothing to route).
         """
         self.check_teachers(dataset)
+        validate_rationale_data(dataset, self.teachers)
         scores = teacher_scores(dataset, self.encoder) if scores is None else scores
         if scores.shape != (len(dataset), len(self.teachers)):
             raise ValueError(f"scores have shape {tuple(scores.shape)}, expected {(len(dataset), len(self.teachers))}.")

@@ -5,13 +5,16 @@ repos, commit small files inline and large files through the Git LFS batch proto
 branches and tags, list refs, commits and files, and download any file at any revision (branch, tag or commit).
 Xet storage is not served: `LoopbackHub` turns it off in the client (`HF_HUB_DISABLE_XET=1`).
 
-Repositories live in memory, file contents in a content-addressed folder on disk.
+Repositories live in memory, file contents in a content-addressed folder on disk. The server binds 127.0.0.1 only,
+serves nothing but the blobs it stored (an LFS oid is a sha256 digest or the request is refused), and, when started
+with a token, answers only requests that carry it (LFS uploads carry a signature in their URL instead).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 import threading
@@ -40,6 +43,7 @@ LFS_PATTERNS = (
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _SHA1_HEX = re.compile(r"^[0-9a-f]{40}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass
@@ -95,7 +99,19 @@ class HubState:
 
     # blobs
     def blob_path(self, sha256: str) -> Path:
-        return self.storage / "blobs" / sha256
+        """Where the blob with this sha256 lives; anything but 64 lowercase hex characters is refused, so no request
+        can name a path outside the blob folder."""
+        if not isinstance(sha256, str) or not _SHA256_HEX.match(sha256):
+            raise HubError(400, f"Invalid LFS oid {sha256!r}: expected a sha256 digest of 64 hex characters.")
+        path = (self.storage / "blobs" / sha256).resolve()
+        if path.parent != (self.storage / "blobs").resolve():
+            raise HubError(400, f"Invalid LFS oid {sha256!r}.")
+        return path
+
+    def upload_signature(self, oid: str) -> str:
+        """The signature an LFS upload URL carries (as a real Hub's presigned URLs do), since the client sends no
+        Authorization header with the upload itself."""
+        return hmac.new((self.token or "").encode(), oid.encode(), hashlib.sha256).hexdigest()
 
     def put_blob(self, data: bytes, expected_sha256: str | None = None) -> str:
         digest = hashlib.sha256(data).hexdigest()
@@ -233,7 +249,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
             for route_method, pattern, handler in ROUTES:
                 match = pattern.match(path)
                 if match and method in route_method.split("|"):
-                    if method in ("POST", "PUT", "DELETE") and not path.startswith("/__lfs/"):
+                    if handler is HubRequestHandler.lfs_upload:
+                        self._check_upload_signature(match["oid"])
+                    else:
                         self._check_token()
                     params = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
                     handler(self, method, body, **params)
@@ -258,10 +276,17 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _check_token(self) -> None:
+        """Every request (reads too) carries `Authorization: Bearer <token>` when the server has a token."""
         if self.state.token is None:
             return
-        if self.headers.get("Authorization", "") != f"Bearer {self.state.token}":
+        if not hmac.compare_digest(self.headers.get("Authorization", ""), f"Bearer {self.state.token}"):
             raise HubError(401, "Invalid credentials in Authorization header.")
+
+    def _check_upload_signature(self, oid: str) -> None:
+        if self.state.token is None:
+            return
+        if not hmac.compare_digest(self.query.get("signature", [""])[0], self.state.upload_signature(oid)):
+            raise HubError(403, "LFS upload URL without a valid signature.")
 
     # responses
     def _send(self, status: int, payload: bytes, content_type: str, headers: dict | None = None):
@@ -367,8 +392,9 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         for obj in json.loads(body)["objects"]:
             entry = {"oid": obj["oid"], "size": obj["size"]}
             if not self.state.blob_path(obj["oid"]).exists():
+                signature = self.state.upload_signature(obj["oid"])
                 entry["actions"] = {
-                    "upload": {"href": f"{self.base}/__lfs/{obj['oid']}"},
+                    "upload": {"href": f"{self.base}/__lfs/{obj['oid']}?signature={signature}"},
                     "verify": {"href": f"{self.base}/__lfs/{obj['oid']}/verify"},
                 }
             objects.append(entry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 import threading
 from pathlib import Path
@@ -12,7 +13,9 @@ from huggingface_hub import constants, hf_api
 from .hub_server import HubState, _HubHTTPServer
 
 # Environment a subprocess needs to talk to the loopback Hub (huggingface_hub reads it at import time).
-_ENV_KEYS = ("HF_ENDPOINT", "HF_HUB_DISABLE_XET", "HF_HUB_OFFLINE")
+_ENV_KEYS = ("HF_ENDPOINT", "HF_HUB_DISABLE_XET", "HF_HUB_OFFLINE", "HF_TOKEN")
+# `LoopbackHub(token=RANDOM_TOKEN)`, the default: a fresh random token per server.
+RANDOM_TOKEN = object()
 
 
 class LoopbackHub:
@@ -24,10 +27,13 @@ class LoopbackHub:
 
     Args:
         storage: folder for the blobs; a temporary one (removed on exit) by default.
-        token: if given, write requests must carry `Authorization: Bearer <token>`, as on the real Hub.
+        token: every request must carry `Authorization: Bearer <token>`; by default a random token, which the
+            client gets through `HF_TOKEN` inside the block (`hub.env` for subprocesses). `None` serves anyone on
+            this machine.
     """
 
-    def __init__(self, storage: str | os.PathLike | None = None, token: str | None = None):
+    def __init__(self, storage: str | os.PathLike | None = None, token: str | object | None = RANDOM_TOKEN):
+        token = f"hf_loopback_{secrets.token_hex(16)}" if token is RANDOM_TOKEN else token
         self._tmp = tempfile.TemporaryDirectory(prefix="loopback-hub-") if storage is None else None
         self.state = HubState(Path(storage or self._tmp.name), token=token)
         self._server = _HubHTTPServer(("127.0.0.1", 0), self.state)
@@ -38,11 +44,13 @@ class LoopbackHub:
     @property
     def env(self) -> dict[str, str]:
         """Environment variables that make a subprocess use this Hub."""
-        return {"HF_ENDPOINT": self.endpoint, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0"}
+        env = {"HF_ENDPOINT": self.endpoint, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0"}
+        return {**env, "HF_TOKEN": self.state.token} if self.state.token else env
 
     def __enter__(self) -> LoopbackHub:
         threading.Thread(target=self._server.serve_forever, name="loopback-hub", daemon=True).start()
         self._saved_env = {key: os.environ.get(key) for key in _ENV_KEYS}
+        os.environ.pop("HF_TOKEN", None)  # a real token of the user's is never sent to this server
         os.environ.update(self.env)
         patched = {
             "ENDPOINT": self.endpoint,

@@ -56,12 +56,14 @@ def tiny_cnn(num_labels: int = 3) -> TinyCNN:
     return TinyCNN(num_labels)
 
 
-def tiny_bert(num_labels: int = 4, vocab_size: int = 100, hidden_size: int = 32) -> BertForSequenceClassification:
-    """A two-layer BERT sequence classifier (an encoder with a [CLS] token)."""
+def tiny_bert(
+    num_labels: int = 4, vocab_size: int = 100, hidden_size: int = 32, num_hidden_layers: int = 2
+) -> BertForSequenceClassification:
+    """A small BERT sequence classifier (an encoder with a [CLS] token), two layers by default."""
     config = BertConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
-        num_hidden_layers=2,
+        num_hidden_layers=num_hidden_layers,
         num_attention_heads=2,
         intermediate_size=2 * hidden_size,
         num_labels=num_labels,

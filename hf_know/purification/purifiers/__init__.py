@@ -1,5 +1,6 @@
 """The five knowledge-purification methods (purification.md §2), all with `purify(dataset)`; the four routing ones
-save, load and push as Hub models (`load_router` picks the class from the saved `config.json`)."""
+save, load and push as Hub models (`load_router` picks the class from
+the saved `config.json`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download
 from huggingface_hub.constants import CONFIG_NAME
 
+from ...hub import check_local_or_repo_id
 from ..router import TeacherRouter
 from .aggregation import DEFAULT_AGGREGATION_PROMPT, AggregationPurifier
 from .classifier import ClassifierRouter
@@ -24,6 +26,7 @@ PURIFIERS = ("aggregation", *ROUTERS)
 
 def load_router(name_or_path: str | Path, revision: str | None = None, **kwargs) -> TeacherRouter:
     """Load any saved or pushed router (a local folder or a Hub repo) as its own class."""
+    check_local_or_repo_id(name_or_path, "Router")
     local = Path(name_or_path) / CONFIG_NAME
     config_file = local if local.is_file() else hf_hub_download(str(name_or_path), CONFIG_NAME, revision=revision)
     method = json.loads(Path(config_file).read_text()).get("method")
