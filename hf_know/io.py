@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 OUTPUT_MARKER = ".hf-know-output.json"
@@ -81,6 +81,7 @@ def check_output_dir(
     *,
     inputs: Iterable[str | os.PathLike | None] = (),
     overwrite: bool = False,
+    recognise: Callable[[Path], bool] | None = None,
 ) -> Path:
     """Refuse an output folder that would lose something, before any work starts; return it resolved.
 
@@ -89,6 +90,7 @@ def check_output_dir(
         kind: what is written there (recorded in the marker; an earlier output of the same kind may be replaced).
         inputs: paths the run reads (folders or files; None and paths that do not exist are ignored).
         overwrite: replace an existing non-empty folder that hf-know did not write (never an input).
+        recognise: tells an earlier output of this kind that carries no marker (e.g. a `save_pretrained` folder).
 
     Raises:
         ValueError: naming the output and what it would have destroyed.
@@ -98,12 +100,12 @@ def check_output_dir(
         raise ValueError(f"Output {str(output)!r} is an existing file; expected a folder (or a path that is free).")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         found = output_kind(output)
-        if found != kind:
+        if found != kind and not (recognise is not None and recognise(output)):
             what = f"an hf-know output of kind {found!r}" if found else "a folder hf-know did not write"
             raise ValueError(
-                f"Output folder {str(output)!r} is not empty and is {what}; it would be replaced by a {kind!r} "
-                "output. Choose an empty or new folder, or pass overwrite=True (--overwrite_output_dir true) to "
-                "replace it."
+                f"Output folder {str(output)!r} is not empty and is {what}; a {kind!r} output would replace or "
+                "overwrite its files. Choose an empty or new folder, or pass overwrite=True (--overwrite_output_dir "
+                "true) to replace it."
             )
     return output
 
@@ -171,3 +173,18 @@ def atomic_output_dir(
     tmp.rename(output)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+class GuardedSaveMixin:
+    """For `ModelHubMixin` classes: `save_pretrained` refuses a non-empty folder that is not an earlier save of the
+    same class (`is_saved_folder`), unless `overwrite=True`; files of an earlier save are overwritten as usual."""
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, overwrite: bool = False, **kwargs):
+        kind = type(self).__name__
+        check_output_dir(save_directory, kind, overwrite=overwrite, recognise=self.is_saved_folder)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @classmethod
+    def is_saved_folder(cls, folder: Path) -> bool:
+        """Whether `folder` holds what `save_pretrained` of this class writes; subclasses say how to tell."""
+        return False

@@ -165,3 +165,9 @@ def test_a_local_path_that_does_not_exist_is_named(tmp_path, trajectory):
     missing = str(tmp_path / "no" / "such" / "ckpt")
     with pytest.raises(ValueError, match=rf"Checkpoint '{missing}' does not exist as a local folder"):
         KnowPredictor().predict([missing, *trajectory[1:]], 1, tmp_path / "out", predictor="naive")
+
+
+def test_a_broken_session_record_is_named(tmp_path, trajectory):
+    folders = corrupted(tmp_path, trajectory, lambda data: data)
+    (folders[2] / "know_session.json").write_text('{"subset_size": ')
+    refused(tmp_path, folders, r"ckpt-2/know_session.json: not a valid session record")

@@ -10,7 +10,10 @@ import pytest
 
 from hf_know.hub import pull, push_folder
 from hf_know.io import OUTPUT_MARKER, atomic_output_dir, check_output_dir
-from hf_know.know import KnowPredictor
+from hf_know.know import KnowHyperModel, KnowPredictor
+from hf_know.purification import ClassifierRouter
+from hf_know.testing import tiny_sentence_encoder, toy_rationale_data, word_tokenizer
+from hf_know.testing.rationales import TOY_TEACHERS, rationale_texts
 
 from .conftest import REPO_ROOT, snapshot
 from .test_know_predictor import make_trajectory
@@ -89,6 +92,19 @@ def test_pull_never_replaces_a_folder_it_did_not_write(tmp_path, monkeypatch):
     pulled = pull("tester/pull-target", local_dir=tmp_path / "pulled")
     assert (pulled / "weights.txt").read_text() == "w"
     assert pull("tester/pull-target", local_dir=pulled) == pulled  # an earlier pull is replaced
+
+
+def test_save_pretrained_of_routers_and_hyper_models_never_overwrites_foreign_files(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    data = toy_rationale_data(8)
+    router = ClassifierRouter(list(TOY_TEACHERS), tiny_sentence_encoder(word_tokenizer(rationale_texts(data))))
+    for model in (router, KnowHyperModel()):
+        refused(lambda m=model: m.save_pretrained(mine), "hf-know did not write", mine)
+        model.save_pretrained(tmp_path / type(model).__name__)
+        model.save_pretrained(tmp_path / type(model).__name__)  # an earlier save of the same class is updated
+    refused(lambda: router.save_pretrained(tmp_path / "KnowHyperModel"), "'ClassifierRouter'", tmp_path)
 
 
 def test_temporary_folders_of_a_killed_writer_are_cleaned_up(tmp_path):

@@ -78,7 +78,8 @@ def test_transposed_conv_is_not_a_projection_target():
     model = nn.Sequential(nn.Conv2d(2, 2, 3), nn.ConvTranspose2d(2, 2, 3))
     with pytest.raises(TypeError, match=r"a ConvTranspose2d, but projection applies to nn\.Conv1d"):
         get_peft_model(copy.deepcopy(model), hf_know.ProjectionConfig(target_modules=["1"]))
-    projected = get_peft_model(model, hf_know.ProjectionConfig())  # by default only the real conv
+    with pytest.warns(UserWarning, match="leaves 1 transposed conv"):
+        projected = get_peft_model(model, hf_know.ProjectionConfig())  # by default only the real conv
     assert [n for n, _ in projected.named_parameters() if "gamma" in n] == [
         "base_model.model.0.projection_gamma.default"
     ]

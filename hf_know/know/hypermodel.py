@@ -13,11 +13,15 @@ with the rule that routes a tensor to one of them, and is a Hub model (`from_pre
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
+
+from ..io import GuardedSaveMixin
 
 KINDS = ("conv", "fc", "bias")
 # Cap on the exp units' exponent in the float64 fallback: exp(600) ~ 4e260 stays finite through the layers after it.
@@ -158,6 +162,7 @@ def tensor_kind(shape: tuple[int, ...] | torch.Size, conv_rule: str = "any_kerne
 
 
 class KnowHyperModel(
+    GuardedSaveMixin,
     nn.Module,
     PyTorchModelHubMixin,
     library_name="hf-know",
@@ -184,6 +189,14 @@ class KnowHyperModel(
         self.nets = nn.ModuleDict({kind: KnownNet(window, negative_slope) for kind in KINDS})
         for net in self.nets.values():
             net.reset_parameters()
+
+    @classmethod
+    def is_saved_folder(cls, folder: Path) -> bool:
+        try:
+            config = json.loads((folder / "config.json").read_text())
+            return {"window", "conv_rule"} <= set(config) and (folder / "model.safetensors").is_file()
+        except (OSError, ValueError, TypeError):
+            return False
 
     def forward(self, trajectory: torch.Tensor, kind: str) -> torch.Tensor:
         """One retrodiction step: `[N, window]` trajectories (smallest data first) -> `[N]` predicted values."""

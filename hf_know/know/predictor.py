@@ -231,8 +231,19 @@ def _write_weights(folder, readers, roles, extrapolator, record, chunk_size, max
 
 
 def _read_session(folder: Path) -> dict | None:
+    """The session record `collect_trajectory` wrote, if any; a broken one is an error naming it."""
     path = folder / SESSION_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        session = json.loads(path.read_text(encoding="utf-8"))
+        int(session["subset_size"])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{path}: not a valid session record ({type(error).__name__}: {error}); expected the JSON that "
+            "collect_trajectory writes, with a 'subset_size'."
+        ) from error
+    return session
 
 
 def _check_order(sources, sessions: list[dict | None], r: float | None) -> float | None:

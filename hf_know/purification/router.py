@@ -20,6 +20,7 @@ from huggingface_hub.constants import CONFIG_NAME
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..io import GuardedSaveMixin
 from .data import validate_rationale_data
 from .encoder import SentenceEncoder
 from .purifier import select_rationales
@@ -36,7 +37,9 @@ def best_teacher_targets(scores: torch.Tensor) -> torch.Tensor:
     return best.float() / best.float().sum(1, keepdim=True).clamp(min=1.0)
 
 
-class TeacherRouter(nn.Module, ModelHubMixin, library_name="hf-know", tags=["hf-know", "knowledge-purification"]):
+class TeacherRouter(
+    GuardedSaveMixin, nn.Module, ModelHubMixin, library_name="hf-know", tags=["hf-know", "knowledge-purification"]
+):
     """Route each question to one teacher. Subclasses define `method`, `teacher_logits`, and `routing_loss` (trained
     by the shared minibatch loop of `_fit`) or their own `_fit`.
 
@@ -133,6 +136,13 @@ class TeacherRouter(nn.Module, ModelHubMixin, library_name="hf-know", tags=["hf-
         self.check_teachers(dataset)
         probabilities = self.route(dataset["question"])
         return select_rationales(dataset, probabilities.log(), self.teachers, self.method, probabilities)
+
+    @classmethod
+    def is_saved_folder(cls, folder: Path) -> bool:
+        try:
+            return "method" in json.loads((folder / CONFIG_NAME).read_text()) and (folder / WEIGHTS_NAME).is_file()
+        except (OSError, ValueError, TypeError):
+            return False
 
     def _save_pretrained(self, save_directory: Path) -> None:
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
