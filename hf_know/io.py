@@ -25,7 +25,9 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-OUTPUT_MARKER = ".hf-know-output.json"
+# The marker file of an hf-know output. Its leading underscore keeps it out of `Trainer.push_to_hub` uploads (which
+# ignore "_*"); `hf_know.hub.push_folder` skips it too.
+OUTPUT_MARKER = "_hf_know_output.json"
 TMP_TAG = "hf-know-tmp"
 OLD_TAG = "hf-know-old"
 
