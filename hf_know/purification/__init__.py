@@ -1,7 +1,7 @@
 """Knowledge purification (arXiv 2602.01064): several teachers' rationales become one per question before
 distilling into a small student with `PurifiedDistillTrainer`."""
 
-from .config import DISTILL_MODES, PurifiedDistillConfig
+from .config import DISTILL_MODES, DistillationArguments, PurifiedDistillConfig, PurifiedSeq2SeqDistillConfig
 from .data import (
     RATIONALE_FEATURES,
     RationaleDataReport,
@@ -24,7 +24,7 @@ from .purifiers import (
 )
 from .router import TeacherRouter
 from .support import rationale_support, teacher_scores
-from .trainer import PurifiedDistillTrainer
+from .trainer import PurifiedDistillTrainer, PurifiedSeq2SeqDistillTrainer
 
 __all__ = [
     "DISTILL_MODES",
@@ -32,9 +32,12 @@ __all__ = [
     "RATIONALE_FEATURES",
     "AggregationPurifier",
     "ClassifierRouter",
+    "DistillationArguments",
     "PlackettLuceRouter",
     "PurifiedDistillConfig",
     "PurifiedDistillTrainer",
+    "PurifiedSeq2SeqDistillConfig",
+    "PurifiedSeq2SeqDistillTrainer",
     "Purifier",
     "RationaleDataReport",
     "ReinforceSelector",

@@ -1,102 +1,101 @@
-"""`PurifiedDistillTrainer`: distilling step-by-step on purified rationales (purification.md §1, §7).
+"""The purified-distillation trainers (knowledge purification, arXiv 2602.01064): trl's `SFTTrainer` for causal
+students, `Seq2SeqTrainer` for encoder-decoder ones, sharing the purification and the objective.
 
-Each row gives an answer task (input `answer_prefix` + question and choices, target the gold option's text) and,
-unless `distill_mode="labels_only"`, rationale tasks (target a rationale): the purified one, or one per teacher
-(TinyLLM's all-teachers baseline), or the one an RL `selector` samples for the row. All of a batch's tasks go
-through the student in **one** forward pass (padded together), so the cost of a step grows with the number of
-rationale tasks: that is where purification saves training time. Students may be encoder-decoder (T5-like) or
-decoder-only models; for the latter the target follows the input and only target tokens are scored.
+Both take rationale data (`hf_know.purification.data` schema), purify it (a `Purifier`, or an RL `selector` trained
+jointly), turn each question into an answer and rationale prompt-completion examples (`distillation.py`), and train
+on completion tokens only, rationale tokens weighted by λ. Evaluation runs the trainer's own loop on the answer task:
+`eval_loss` is the answer NLL and `eval_answer_accuracy` its exact match (an answer counts when every token is the
+top-1 prediction under teacher forcing, which is exactly when greedy decoding generates it).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+from typing import Any
+
 import torch
-from accelerate.utils import gather_object
 from datasets import Dataset
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Seq2SeqTrainer
+from trl import SFTTrainer
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+from trl.trainer.utils import pad
 
-from .config import PurifiedDistillConfig
-from .data import format_question, validate_rationale_data
-from .metrics import exact_match_accuracy, predict_answers
+from .config import PurifiedDistillConfig, PurifiedSeq2SeqDistillConfig
+from .data import validate_rationale_data
+from .distillation import (
+    ANSWER,
+    EXAMPLE_COLUMNS,
+    RATIONALE,
+    SelectorStep,
+    answer_examples,
+    distillation_examples,
+    example_token_weights,
+    per_example_mean,
+)
 from .purifier import Purifier
 from .purifiers.reinforce import ReinforceSelector
 
 IGNORE_INDEX = -100
+# Batch entries the collators add for the objective; the trainers take them out before the forward.
+DISTILLATION_KEYS = ("loss_weights", "example_index", "example_task", "example_row")
+CITATION = """\
+@article{knowledge_purification_2026,
+    title   = {{Knowledge Purification in Multi-Teacher Knowledge Distillation for LLMs}},
+    journal = {arXiv preprint arXiv:2602.01064},
+    year    = 2026,
+}"""
 
 
-def _pad(sequences: list[list[int]], value: int, length: int | None = None) -> torch.Tensor:
-    length = max([len(s) for s in sequences] + [1]) if length is None else length
-    return torch.tensor([s + [value] * (length - len(s)) for s in sequences], dtype=torch.long)
+def token_extras(examples: list[dict], lengths: list[int], rationale_weight: float, flatten: bool, multiple):
+    """Per token its loss weight and its example's position in the batch (flattened for padding-free batches), and
+    per example its task and question."""
+    weights = example_token_weights(examples, lengths, rationale_weight)
+    index = [torch.full((n,), i) for i, n in enumerate(lengths)]
+    if flatten:
+        weights, index = [torch.cat(weights)], [torch.cat(index)]
+    return {
+        "loss_weights": pad(weights, 0.0, "right", multiple),
+        "example_index": pad(index, -1, "right", multiple),
+        "example_task": torch.tensor([e["task"] for e in examples]),
+        "example_row": torch.tensor([e["row"] for e in examples]),
+    }
 
 
-class DistillCollator:
-    """Pads the answer task to [B, L] and the rationale tasks to [tasks, B, L]; masks come from the lengths."""
+@dataclass
+class DistillationCollator(DataCollatorForLanguageModeling):
+    """trl's language-modeling collator plus the objective's per-token weights; with an RL selector it first drops
+    the rationales the policy did not choose for their question."""
 
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
+    rationale_weight: float = 1.0
+    keep: Any = None  # SelectorStep.keep
 
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = {
-            "answer_input_ids": _pad([f["answer_input_ids"] for f in features], self.pad_token_id),
-            "answer_labels": _pad([f["answer_labels"] for f in features], IGNORE_INDEX),
-            "row_index": torch.tensor([f["row_index"] for f in features]),
-        }
-        batch["answer_attention_mask"] = _pad([[1] * len(f["answer_input_ids"]) for f in features], 0)
-        tasks = len(features[0]["rationale_input_ids"])
-        if tasks:
-            inputs = [[f["rationale_input_ids"][t] for f in features] for t in range(tasks)]
-            labels = [[f["rationale_labels"][t] for f in features] for t in range(tasks)]
-            width = max(len(s) for task in inputs for s in task)
-            target = max([len(s) for task in labels for s in task] + [1])
-            batch["rationale_input_ids"] = torch.stack([_pad(t, self.pad_token_id, width) for t in inputs])
-            batch["rationale_attention_mask"] = torch.stack([_pad([[1] * len(s) for s in t], 0, width) for t in inputs])
-            batch["rationale_labels"] = torch.stack([_pad(t, IGNORE_INDEX, target) for t in labels])
-            batch["rationale_teacher"] = torch.tensor([f["rationale_teacher"] for f in features])
-        return batch
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        if "task" not in examples[0]:  # packed sequences mix examples (rationale_weight is then 1)
+            return super().torch_call(examples)
+        if self.keep is not None:
+            examples = [example for example, kept in zip(examples, self.keep(examples), strict=True) if kept]
+        batch = super().torch_call(examples)
+        lengths = [len(example["input_ids"]) for example in examples]
+        extras = token_extras(examples, lengths, self.rationale_weight, self.padding_free, self.pad_to_multiple_of)
+        return {**batch, **extras}
 
 
-def _cat_padded(tensors: list[torch.Tensor], value: int) -> torch.Tensor:
-    width = max(t.shape[-1] for t in tensors)
-    return torch.cat([nn.functional.pad(t, (0, width - t.shape[-1]), value=value) for t in tensors])
+class _PurifiedDistillation:
+    """The part both trainers share: rationale data in, examples out; the selector's step and answer exact match
+    after every forward."""
 
+    _tag_names = ["hf-know", "knowledge-purification", "distillation"]
+    _paper = {"title": "Knowledge Purification in Multi-Teacher Knowledge Distillation for LLMs",
+              "id": "2602.01064", "citation": CITATION}  # fmt: skip
 
-class PurifiedDistillTrainer(Trainer):
-    """A `transformers.Trainer` for multi-teacher rationale distillation.
-
-    Args:
-        model: the student, an encoder-decoder or a decoder-only LM.
-        args: a `PurifiedDistillConfig`.
-        train_dataset: rationale data (`hf_know.purification.data` schema). In `"purified"` mode it either has a
-            `rationale` column already or `purifier` makes one.
-        eval_dataset: rows with `question`, `choices`, `answer`; `evaluate()` reports exact-match `accuracy`.
-        processing_class: the student's tokenizer (required).
-        teachers: teacher names, in the order of `rationales` (default: the purifier's or selector's).
-        purifier: any `Purifier`, applied to `train_dataset` when it has no `rationale` column.
-        selector: a `ReinforceSelector` trained jointly with the student (REINFORCE, reward -(L_PR + L_DL)).
-        teacher_models: name -> (model, tokenizer) for the optional token-level distillation (`kd_weight > 0`).
-    """
-
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        args: PurifiedDistillConfig,
-        train_dataset: Dataset,
-        eval_dataset: Dataset | None = None,
-        processing_class: PreTrainedTokenizerBase | None = None,
-        teachers: list[str] | None = None,
-        purifier: Purifier | None = None,
-        selector: ReinforceSelector | None = None,
-        teacher_models: dict[str, tuple[PreTrainedModel, PreTrainedTokenizerBase]] | None = None,
-        **kwargs,
-    ):
-        if not isinstance(args, PurifiedDistillConfig):
-            raise TypeError(f"args must be a PurifiedDistillConfig, got {type(args).__name__}.")
-        if processing_class is None:
-            raise ValueError("PurifiedDistillTrainer needs the student's tokenizer as processing_class.")
+    def _prepare_distillation(self, args, train_dataset, eval_dataset, teachers, purifier, selector):
+        """(train examples, eval examples); validates the data and purifies it where needed."""
         teachers = teachers or getattr(selector or purifier, "teachers", None)
         self.data_report = validate_rationale_data(train_dataset, teachers)
         self.teachers = self.data_report.teachers
+        if eval_dataset is not None:
+            validate_rationale_data(eval_dataset, self.teachers)
         for component in (purifier, selector):
             if getattr(component, "teachers", self.teachers) != self.teachers:
                 raise ValueError(f"{type(component).__name__} routes among {component.teachers}, but the data has "
@@ -104,227 +103,221 @@ class PurifiedDistillTrainer(Trainer):
         if selector is not None and args.distill_mode != "purified":
             raise ValueError(f"An RL selector purifies while training: use distill_mode='purified', not "
                              f"{args.distill_mode!r}.")  # fmt: skip
-        if args.distill_mode == "purified" and selector is None and "rationale" not in train_dataset.column_names:
+        needs_rationale = args.distill_mode == "purified" and selector is None
+        if needs_rationale and "rationale" not in train_dataset.column_names:
             if purifier is None:
                 raise ValueError("distill_mode='purified' needs a 'rationale' column in train_dataset or a purifier.")
             train_dataset = purifier.purify(train_dataset)
-        self.rationale_data, self.selector = train_dataset, selector
-        self.is_encoder_decoder = bool(model.config.is_encoder_decoder)
-        self.decoder_start_token_id = getattr(model.config, "decoder_start_token_id", None)
-        if processing_class.pad_token is None:
-            processing_class.pad_token = processing_class.eos_token
-        self.teacher_models = self._check_teacher_models(teacher_models or {}, args, processing_class)
-        encoded = train_dataset.map(
-            self._encode_row,
-            with_indices=True,
-            remove_columns=train_dataset.column_names,
-            fn_kwargs={"args": args, "tokenizer": processing_class},
-            desc="tokenize tasks",
+        self.rationale_data = train_dataset
+        self.selector_step = (
+            SelectorStep(selector, train_dataset, args.policy_learning_rate, args.seed)
+            if selector is not None
+            else None
         )
-        kwargs.setdefault("data_collator", DistillCollator(processing_class.pad_token_id))
-        super().__init__(model=model, args=args, train_dataset=encoded, eval_dataset=eval_dataset,
-                         processing_class=processing_class, **kwargs)  # fmt: skip
-        # Our loss is a per-process mean of per-row means: the Trainer must divide it by the accumulation steps and
-        # must not rescale it by token counts, which it would do for models that take loss kwargs.
-        self.model_accepts_loss_kwargs = False
-        self._parts = {"answer_loss": [], "rationale_loss": []}  # per-step task losses, averaged into each log
-        if selector is not None:
-            self.selector_states = selector.states(train_dataset)
-            self.policy_optimizer = torch.optim.Adam(selector.policy.parameters(), lr=args.policy_learning_rate)
-            self.policy_generator = torch.Generator().manual_seed(args.seed)
+        train = distillation_examples(train_dataset, args, self.teachers, selector=selector is not None)
+        return train, answer_examples(eval_dataset, args) if eval_dataset is not None else None
 
-    # ---- data -------------------------------------------------------------------------------------------------
-    def _check_teacher_models(self, teacher_models, args, tokenizer) -> dict:
-        if args.kd_weight > 0 and not teacher_models:
-            raise ValueError("kd_weight > 0 needs teacher_models (name -> (model, tokenizer)) to distil logits from.")
-        for name, (teacher, teacher_tokenizer) in teacher_models.items():
-            if name not in self.teachers:
-                raise ValueError(f"teacher_models names {name!r}, not one of the data's teachers {self.teachers}.")
-            if teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
-                raise ValueError(f"Teacher {name!r}'s tokenizer differs from the student's: token-level distillation "
-                                 "needs the same vocabulary.")  # fmt: skip
-            if bool(teacher.config.is_encoder_decoder) != self.is_encoder_decoder:
-                raise ValueError(f"Teacher {name!r} and the student must both be encoder-decoder or both decoder-only.")
-            teacher.eval().requires_grad_(False).to(args.device)
-        return {self.teachers.index(name): model for name, (model, _) in teacher_models.items()}
+    def _after_forward(self, extras: dict, token_nll, correct, mask, example_index) -> None:
+        """RL selector step (training) or answer exact match (evaluation), from per-token results aligned with
+        `example_index`."""
+        task = extras["example_task"].to(token_nll.device)
+        if self.model.training:
+            if self.selector_step is not None:
+                nll = per_example_mean(token_nll, mask, example_index, len(task))
+                rationale = task == RATIONALE
+                self.selector_step.update(extras["example_row"][rationale.cpu()], nll[rationale], self.accelerator)
+            return
+        wrong = per_example_mean((~correct).float(), mask, example_index, len(task))
+        answers = task == ANSWER
+        results = torch.stack([(wrong[answers] == 0).float(), torch.ones_like(wrong[answers])], dim=1)
+        self._answer_results.append(self.accelerator.gather_for_metrics(results).sum(0).cpu())
 
-    def _encode(self, tokenizer, source: str, target: str, max_source: int, length: int) -> tuple[list, list]:
-        """(input ids, labels) of one task; no labels for an empty target (the task is skipped on that row)."""
-        source_ids = tokenizer(source, truncation=True, max_length=max_source)["input_ids"]
-        if not target.strip():
-            return source_ids, []
-        if self.is_encoder_decoder:
-            labels = tokenizer(target, truncation=True, max_length=length + 1)["input_ids"]
-            if labels and labels[0] == self.decoder_start_token_id:  # e.g. BERT's [CLS] as decoder start
-                labels = labels[1:]
-            return source_ids, labels[:length]
-        target_ids = tokenizer(target, add_special_tokens=False, truncation=True, max_length=length - 1)["input_ids"]
-        target_ids = [*target_ids, tokenizer.eos_token_id]
-        return source_ids + target_ids, [IGNORE_INDEX] * len(source_ids) + target_ids
+    def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
+        """The trainer's loop, plus `<prefix>_answer_accuracy` (evaluate and predict alike)."""
+        self._answer_results = []
+        output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+        if self._answer_results:
+            hits, total = torch.stack(self._answer_results).sum(0).tolist()
+            if total:
+                output.metrics[f"{metric_key_prefix}_answer_accuracy"] = hits / total
+        return output
 
-    def _encode_row(self, row: dict, index: int, args: PurifiedDistillConfig, tokenizer) -> dict:
-        question = format_question(row["question"], row["choices"])
-        answer_ids, answer_labels = self._encode(
-            tokenizer, args.answer_prefix + question, row["answer"], args.max_source_length, args.max_answer_length
-        )
-        if args.distill_mode == "labels_only":
-            tasks, teacher = [], -1
-        elif args.distill_mode == "all_teachers":
-            prefixes = [args.teacher_rationale_prefix.format(teacher=t) for t in self.teachers]
-            tasks, teacher = list(zip(prefixes, row["rationales"], strict=True)), -1
-        elif self.selector is not None:  # every teacher's rationale; the selector picks one per step
-            tasks, teacher = [(args.rationale_prefix, r) for r in row["rationales"]], -1
-        else:
-            chosen = row.get("purified_teacher", "")
-            tasks = [(args.rationale_prefix, row["rationale"])]
-            teacher = self.teachers.index(chosen) if chosen in self.teachers else -1
-        encoded = [
-            self._encode(tokenizer, prefix + question, rationale, args.max_source_length, args.max_rationale_length)
-            for prefix, rationale in tasks
-        ]
-        return {
-            "answer_input_ids": answer_ids,
-            "answer_labels": answer_labels,
-            "rationale_input_ids": [ids for ids, _ in encoded],
-            "rationale_labels": [labels for _, labels in encoded],
-            "rationale_teacher": teacher,
-            "row_index": index,
-        }
 
-    # ---- loss -------------------------------------------------------------------------------------------------
-    def _token_logits(self, model, input_ids, attention_mask, labels) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, labels) aligned position by position, for either kind of student."""
-        if self.is_encoder_decoder:
-            # a parameter-free shift of the labels; a DDP/FSDP wrapper does not expose it, the inner model does
-            decoder_input_ids = self.accelerator.unwrap_model(model).prepare_decoder_input_ids_from_labels(
-                labels=labels
+class PurifiedDistillTrainer(_PurifiedDistillation, SFTTrainer):
+    """A `trl.SFTTrainer` that distils purified teacher rationales into a causal LM student.
+
+    Everything `SFTTrainer` offers keeps working (`peft_config` for a LoRA student, chat templates, padding-free
+    batches, gradient checkpointing, `compute_metrics`, `evaluate`, `predict`, `push_to_hub` with trl's model card);
+    the card is tagged `hf-know`, `knowledge-purification` and cites the paper.
+
+    Args:
+        model: the student (a causal LM, a Hub id or a local folder); encoder-decoder students use
+            [`PurifiedSeq2SeqDistillTrainer`].
+        args: a [`PurifiedDistillConfig`].
+        train_dataset: rationale data. In `"purified"` mode it has a `rationale` column already or `purifier`
+            makes one.
+        eval_dataset: rationale data (only `question`, `choices`, `answer` are used): the answer task.
+        processing_class: the student's tokenizer (loaded from `model` if omitted).
+        teachers: teacher names, in the order of `rationales` (default: the purifier's or selector's).
+        purifier: any `Purifier`, applied to `train_dataset` when it has no `rationale` column.
+        selector: a `ReinforceSelector` trained jointly with the student (REINFORCE, reward -L_DL).
+        **kwargs: `SFTTrainer`'s (`peft_config`, `compute_metrics`, `callbacks`, ...).
+    """
+
+    _tag_names = ["trl", "sft", *_PurifiedDistillation._tag_names]
+    _name = "Purified distillation"
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        args: PurifiedDistillConfig,
+        train_dataset: Dataset,
+        eval_dataset: Dataset | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        *,
+        teachers: list[str] | None = None,
+        purifier: Purifier | None = None,
+        selector: ReinforceSelector | None = None,
+        **kwargs,
+    ):
+        if not isinstance(args, PurifiedDistillConfig):
+            raise TypeError(f"args must be a PurifiedDistillConfig, got {type(args).__name__}.")
+        if isinstance(model, PreTrainedModel) and model.config.is_encoder_decoder:
+            raise ValueError(
+                f"{type(model).__name__} is an encoder-decoder model: use PurifiedSeq2SeqDistillTrainer with a "
+                "PurifiedSeq2SeqDistillConfig for it."
             )
-            logits = model(
-                input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids
-            ).logits
-            return logits, labels
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        return logits[:, :-1], labels[:, 1:]
+        if selector is not None and args.packing:
+            raise ValueError("An RL selector chooses rationales per question, which packing mixes: set packing=False.")
+        train, evaluation = self._prepare_distillation(args, train_dataset, eval_dataset, teachers, purifier, selector)
+        super().__init__(model, args, train_dataset=train, eval_dataset=evaluation, processing_class=processing_class,
+                         **kwargs)  # fmt: skip
+        collator = self.data_collator
+        if not isinstance(collator, DataCollatorForLanguageModeling):
+            raise TypeError(f"PurifiedDistillTrainer builds on trl's language-modeling collator, got {collator!r}.")
+        keep = self.selector_step.keep if self.selector_step is not None else None
+        self.data_collator = DistillationCollator(**asdict(collator), rationale_weight=args.rationale_weight, keep=keep)
+        self._pending: dict | None = None
+        self.model.register_forward_hook(self._weigh_log_probs, with_kwargs=True)
 
-    def _rationale_rows(self, inputs: dict) -> tuple[list, torch.Tensor | None]:
-        """The rationale (input, mask, labels, teacher) rows of this step, and the RL policy's log-probabilities."""
-        if "rationale_input_ids" not in inputs:
-            return [], None
-        ids, mask, labels = (
-            inputs["rationale_input_ids"],
-            inputs["rationale_attention_mask"],
-            inputs["rationale_labels"],
-        )
-        available = (labels != IGNORE_INDEX).any(-1)  # [tasks, B]
-        if self.selector is not None:
-            states = self.selector_states[inputs["row_index"].cpu()]
-            choice, log_prob = self.selector.sample(states, available.T.cpu(), self.policy_generator)
-            rows = torch.arange(ids.shape[1])
-            choice = choice.to(ids.device)
-            picked = (ids[choice, rows], mask[choice, rows], labels[choice, rows], choice)
-            return [tuple(t[available[choice, rows]] for t in picked)], log_prob
-        teacher = inputs["rationale_teacher"]
-        rows = []
-        for task in range(ids.shape[0]):
-            keep = available[task]
-            task_teacher = teacher if ids.shape[0] == 1 else torch.full_like(teacher, task)
-            rows.append((ids[task][keep], mask[task][keep], labels[task][keep], task_teacher[keep]))
-        return rows, None
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = [*self._signature_columns, *EXAMPLE_COLUMNS]
+
+    def _weigh_log_probs(self, module: nn.Module, args: tuple, kwargs: dict, output):
+        """Forward hook: on the fused LM head's outputs of a `compute_loss` call, weight each token's log-probability
+        (SFT's loss is their negated sum over the token count, so this weights the loss) and keep the unweighted
+        per-token results for the selector and the answer accuracy."""
+        pending = self._pending
+        if pending is None or not kwargs.get("fused_lm_head"):
+            return output
+        weights = pending["loss_weights"][:, 1:].to(output.log_probs)  # aligned with the next-token labels
+        if weights.shape != output.log_probs.shape:
+            raise ValueError(
+                f"Per-token log-probabilities of shape {tuple(output.log_probs.shape)} do not match the batch's "
+                f"{tuple(weights.shape)}: prompt-learning PEFT methods add tokens, which task weights cannot follow."
+            )
+        pending["token_nll"] = -output.log_probs.detach()
+        pending["correct"], pending["mask"] = output.is_top1.bool(), output.label_mask.bool()
+        output.log_probs = output.log_probs * weights
+        return output
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        args: PurifiedDistillConfig = self.args
-        tasks, log_prob = self._rationale_rows(inputs)
-        pad = self.processing_class.pad_token_id
-        input_ids = _cat_padded([inputs["answer_input_ids"], *[t[0] for t in tasks]], pad)
-        attention_mask = _cat_padded([inputs["answer_attention_mask"], *[t[1] for t in tasks]], 0)
-        labels = _cat_padded([inputs["answer_labels"], *[t[2] for t in tasks]], IGNORE_INDEX)
-        logits, targets = self._token_logits(model, input_ids, attention_mask, labels)
+        extras = {key: inputs.pop(key) for key in DISTILLATION_KEYS if key in inputs}
+        self._pending = extras or None
+        try:
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            pending, self._pending = self._pending, None
+        if pending is not None and "token_nll" in pending:
+            index = extras["example_index"][:, 1:].to(pending["token_nll"].device)
+            self._after_forward(extras, pending["token_nll"], pending["correct"], pending["mask"], index)
+        return result
+
+
+@dataclass
+class Seq2SeqDistillationCollator:
+    """Pads prompts and completions of encoder-decoder examples, plus the objective's per-token weights; with an RL
+    selector it first drops the rationales the policy did not choose."""
+
+    pad_token_id: int
+    rationale_weight: float = 1.0
+    keep: Any = None
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.keep is not None:
+            examples = [example for example, kept in zip(examples, self.keep(examples), strict=True) if kept]
+        inputs = [torch.tensor(example["input_ids"]) for example in examples]
+        labels = [torch.tensor(example["labels"]) for example in examples]
+        lengths = [len(label) for label in labels]
+        return {
+            "input_ids": pad(inputs, self.pad_token_id),
+            "attention_mask": pad([torch.ones_like(ids) for ids in inputs], 0),
+            "labels": pad(labels, IGNORE_INDEX),
+            **token_extras(examples, lengths, self.rationale_weight, flatten=False, multiple=None),
+        }
+
+
+class PurifiedSeq2SeqDistillTrainer(_PurifiedDistillation, Seq2SeqTrainer):
+    """A `transformers.Seq2SeqTrainer` that distils purified teacher rationales into an encoder-decoder student (the
+    paper's FLAN-T5 family), with the same data, purification, objective and metrics as [`PurifiedDistillTrainer`].
+
+    Args: as [`PurifiedDistillTrainer`], with a [`PurifiedSeq2SeqDistillConfig`] and the tokenizer required.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        args: PurifiedSeq2SeqDistillConfig,
+        train_dataset: Dataset,
+        eval_dataset: Dataset | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        *,
+        teachers: list[str] | None = None,
+        purifier: Purifier | None = None,
+        selector: ReinforceSelector | None = None,
+        **kwargs,
+    ):
+        if not isinstance(args, PurifiedSeq2SeqDistillConfig):
+            raise TypeError(f"args must be a PurifiedSeq2SeqDistillConfig, got {type(args).__name__}.")
+        if not model.config.is_encoder_decoder:
+            raise ValueError(f"{type(model).__name__} is a decoder-only model: use PurifiedDistillTrainer for it.")
+        if processing_class is None:
+            raise ValueError("PurifiedSeq2SeqDistillTrainer needs the student's tokenizer as processing_class.")
+        train, evaluation = self._prepare_distillation(args, train_dataset, eval_dataset, teachers, purifier, selector)
+        start = model.config.decoder_start_token_id
+        tokenize = {"fn_kwargs": {"tokenizer": processing_class, "args": args, "start": start}, "desc": "Tokenizing"}
+        train = train.map(_tokenize_seq2seq, remove_columns=["prompt", "completion"], **tokenize)
+        if evaluation is not None:
+            evaluation = evaluation.map(_tokenize_seq2seq, remove_columns=["prompt", "completion"], **tokenize)
+        keep = self.selector_step.keep if self.selector_step is not None else None
+        collator = Seq2SeqDistillationCollator(processing_class.pad_token_id, args.rationale_weight, keep)
+        super().__init__(model=model, args=args, data_collator=collator, train_dataset=train, eval_dataset=evaluation,
+                         processing_class=processing_class, **kwargs)  # fmt: skip
+        # The loss is normalised per micro-batch below; the Trainer divides it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        self.model.add_model_tags(self._tag_names)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        extras = {key: inputs.pop(key) for key in DISTILLATION_KEYS}
+        outputs = model(**inputs)
+        labels = inputs["labels"]
         token_nll = nn.functional.cross_entropy(
-            logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+            outputs.logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
         )
-        counts = (targets != IGNORE_INDEX).sum(-1)
-        nll = token_nll.sum(-1) / counts.clamp(min=1)  # per-row mean token NLL
-        sizes = [len(inputs["answer_input_ids"])] + [len(t[0]) for t in tasks]
-        answer_nll, *rationale_nll = nll.split(sizes)
-        loss = answer_nll.mean()
-        for part in rationale_nll:
-            if len(part):
-                loss = loss + args.rationale_weight * part.mean()
-        if args.kd_weight > 0 and tasks:
-            rest = slice(sizes[0], None)
-            teachers = torch.cat([t[3] for t in tasks])
-            kd = self._token_kd(
-                logits[rest], targets[rest], input_ids[rest], attention_mask[rest], labels[rest], teachers
-            )
-            loss = loss + args.kd_weight * kd
-        if self.selector is not None and model.training:
-            self._policy_step(answer_nll.detach(), rationale_nll[0].detach(), log_prob, inputs)
-        self._log_parts(answer_nll, rationale_nll)
-        return loss
+        mask = labels != IGNORE_INDEX
+        weights = extras["loss_weights"].to(token_nll)
+        loss = (token_nll * weights).sum() / mask.sum().clamp(min=1)
+        correct = outputs.logits.argmax(-1) == labels
+        self._after_forward(extras, token_nll.detach(), correct, mask, extras["example_index"].to(labels.device))
+        return (loss, outputs) if return_outputs else loss
 
-    def _token_kd(self, logits, targets, input_ids, attention_mask, labels, teacher) -> torch.Tensor:
-        """KL(teacher ‖ student) per target token, averaged over the rows whose teacher model is given."""
-        total, rows = logits.new_zeros(()), 0
-        temperature = self.args.kd_temperature
-        for index, teacher_model in self.teacher_models.items():
-            keep = teacher == index
-            if not keep.any():
-                continue
-            with torch.no_grad():
-                teacher_logits, _ = self._token_logits(
-                    teacher_model, input_ids[keep], attention_mask[keep], labels[keep]
-                )
-            valid = targets[keep] != IGNORE_INDEX
-            student = (logits[keep][valid].float() / temperature).log_softmax(-1)
-            reference = (teacher_logits[valid].float() / temperature).log_softmax(-1)
-            per_token = nn.functional.kl_div(student, reference, log_target=True, reduction="none").sum(-1)
-            total = total + per_token.mean() * temperature**2 * int(keep.sum())
-            rows += int(keep.sum())
-        return total / max(rows, 1)
 
-    def _policy_step(self, answer_nll, rationale_nll, log_prob, inputs) -> None:
-        """One REINFORCE update of the selector: reward -(L_PR + L_DL) per row, baseline the batch mean."""
-        labels = inputs["rationale_labels"]
-        available = (labels != IGNORE_INDEX).any(-1).any(0).cpu()
-        reward = -answer_nll.cpu()
-        reward[available] -= rationale_nll.cpu()
-        advantage = (reward - reward[available].mean()) * available
-        self.policy_optimizer.zero_grad()
-        (-(advantage * log_prob).sum() / available.sum().clamp(min=1)).backward()
-        if self.accelerator.num_processes > 1:  # the policy lives on CPU; keep it identical on every process
-            for parameter in self.selector.policy.parameters():
-                mean = self.accelerator.reduce(parameter.grad.to(self.accelerator.device), reduction="mean")
-                parameter.grad.copy_(mean.cpu())
-        self.policy_optimizer.step()
-
-    def _log_parts(self, answer_nll, rationale_nll) -> None:
-        self._parts["answer_loss"].append(float(answer_nll.mean()))
-        parts = [float(p.mean()) for p in rationale_nll if len(p)]
-        if parts:
-            self._parts["rationale_loss"].append(sum(parts) / len(parts))
-
-    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
-        if "loss" in logs:  # a training log: add the task losses since the last one
-            for name, values in self._parts.items():
-                if values:
-                    logs[name] = round(sum(values) / len(values), 4)
-            self._parts = {name: [] for name in self._parts}
-        super().log(logs, *args, **kwargs)
-
-    # ---- evaluation -------------------------------------------------------------------------------------------
-    def evaluate(self, eval_dataset: Dataset | None = None, ignore_keys=None, metric_key_prefix: str = "eval"):
-        """Exact-match answer accuracy of generated answers; each process generates a shard, results gathered."""
-        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        if dataset is None:
-            raise ValueError("evaluate() needs an eval_dataset (rows with question, choices, answer).")
-        model = self.accelerator.unwrap_model(self.model)
-        with self.accelerator.split_between_processes(list(range(len(dataset)))) as shard:
-            predictions = predict_answers(model, self.processing_class, dataset.select(shard), self.args.answer_prefix,
-                                          self.args.generation_max_new_tokens, self.args.max_source_length,
-                                          self.args.per_device_eval_batch_size)  # fmt: skip
-        if self.accelerator.num_processes > 1:  # shards are contiguous and gathered in process order
-            predictions = [p for part in gather_object([predictions]) for p in part]
-        metrics = {f"{metric_key_prefix}_accuracy": exact_match_accuracy(predictions, dataset["answer"])}
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
+def _tokenize_seq2seq(example: dict, tokenizer, args: PurifiedSeq2SeqDistillConfig, start: int | None) -> dict:
+    """Prompt as the encoder input, completion (with the tokenizer's end token) as the labels; a leading decoder
+    start token (a BERT vocabulary's [CLS], say) is left to the model's own label shift."""
+    labels = tokenizer(example["completion"], truncation=True, max_length=args.max_target_length + 1)["input_ids"]
+    labels = labels[1:] if labels and labels[0] == start else labels
+    labels = labels[: args.max_target_length]
+    inputs = tokenizer(example["prompt"], truncation=True, max_length=args.max_source_length)["input_ids"]
+    return {"input_ids": inputs, "labels": labels}

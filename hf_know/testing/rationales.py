@@ -52,8 +52,9 @@ def toy_rationale_data(n: int = 64, seed: int = 0) -> Dataset:
     return Dataset.from_dict(rows, features=RATIONALE_FEATURES)
 
 
-def word_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over the words of `texts` (plus task-prefix words), appending `</s>` like T5's."""
+def word_tokenizer(texts: list[str], append_eos: bool = True) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the words of `texts` (plus task-prefix words), appending `</s>` like T5's
+    (`append_eos=True`, for encoder-decoder students) or not (for causal students, whose trainer adds it)."""
     extra = ["predict", "explain", "answer", "choices", "(", ")", ":", "a", "b", "c", "d", "e"]
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
     splitter = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
@@ -63,7 +64,8 @@ def word_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = splitter
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    if append_eos:
+        tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     tokenizer.decoder = decoders.WordPiece(prefix="##")
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 

@@ -47,16 +47,18 @@ class ReinforceSelector(TeacherRouter):
     def sample(
         self, states: torch.Tensor, available: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(chosen teacher per row, log-probability of the sampled actions of the available teachers)."""
-        logits = self.selection_logits(states)
-        probabilities = logits.sigmoid()
-        actions = torch.bernoulli(probabilities.detach(), generator=generator).bool() & available
-        log_prob = torch.where(actions, nn.functional.logsigmoid(logits), nn.functional.logsigmoid(-logits))
-        log_prob = (log_prob * available).sum(1)
-        ranked = logits.detach().masked_fill(~available, -torch.inf)
+        """(chosen teacher per row, the sampled Bernoulli actions [rows, teachers]) among the available teachers."""
+        logits = self.selection_logits(states).detach()
+        actions = torch.bernoulli(logits.sigmoid(), generator=generator).bool() & available
+        ranked = logits.masked_fill(~available, -torch.inf)
         selected = ranked.masked_fill(~actions, -torch.inf)
-        choice = torch.where(actions.any(1), selected.argmax(1), ranked.argmax(1))
-        return choice, log_prob
+        return torch.where(actions.any(1), selected.argmax(1), ranked.argmax(1)), actions
+
+    def log_prob(self, states: torch.Tensor, actions: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+        """Log-probability [rows] of `actions` under the policy, over the available teachers (differentiable)."""
+        logits = self.selection_logits(states)
+        log_prob = torch.where(actions, nn.functional.logsigmoid(logits), nn.functional.logsigmoid(-logits))
+        return (log_prob * available).sum(1)
 
     def fit(self, *args, **kwargs):
         raise TypeError(
