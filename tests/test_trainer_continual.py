@@ -9,12 +9,10 @@ from transformers import set_seed
 
 from hf_know.cluster_retrieval.stream import evaluate_task
 from hf_know.image_data import digits_task_stream
+from hf_know.scripts import continual
 
 from .conftest import REPO_ROOT
 from .test_trainer_project import run
-
-sys.path.insert(0, str(REPO_ROOT / "trainers"))
-import continual
 
 
 def test_accelerate_launch_two_processes_runs_the_stream_and_pushes(tmp_path, hub):
@@ -35,11 +33,11 @@ def test_accelerate_launch_two_processes_runs_the_stream_and_pushes(tmp_path, hu
     assert metrics["acc"] == pytest.approx(sum(metrics["accuracy"][-1]) / 2)
     # the pushed adapter (both task modules and signatures) reproduces the run's final row
     parser = continual.make_parser()
-    script_args, model_args, _, training_args = parser.parse_args_and_config(
+    script_args, training_args = parser.parse_args_and_config(
         ["--config", str(REPO_ROOT / "configs/continual/tiny.yaml"), "--output_dir", str(tmp_path / "unused")]
     )
     set_seed(training_args.seed)
-    base = continual.build_model(model_args, script_args, num_labels=4)
+    base = continual.build_model(script_args, num_labels=4)
     model = PeftModel.from_pretrained(base, "tester/tiny-continual").eval()
     stream = digits_task_stream(script_args.tasks, script_args.image_size, script_args.train_per_class)
     final = [evaluate_task(model, data["test"], j) for j, data in enumerate(stream)]

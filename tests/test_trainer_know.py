@@ -8,12 +8,10 @@ import torch
 from transformers import AutoModelForImageClassification
 
 from hf_know.know import KnowPredictor
+from hf_know.scripts import know
 
 from .conftest import REPO_ROOT
 from .test_trainer_project import run
-
-sys.path.insert(0, str(REPO_ROOT / "trainers"))
-import know
 
 
 def test_collect_to_hub_branches_then_predict_from_revisions_and_push(tmp_path, hub):
@@ -50,7 +48,7 @@ def test_collect_to_hub_branches_then_predict_from_revisions_and_push(tmp_path, 
 
 
 def test_meta_train_writes_a_loadable_hypermodel(tmp_path):
-    report = know.main(
+    report = know.run(
         [
             "meta-train", "--config", str(REPO_ROOT / "configs/know/meta_train.yaml"), "--output_dir",
             str(tmp_path / "hm"), "--num_runs", "4", "--pretrain_epochs", "2", "--session_epochs", "1", "--epochs", "2",
@@ -61,4 +59,4 @@ def test_meta_train_writes_a_loadable_hypermodel(tmp_path):
     assert record["MetaDataConfig"]["num_runs"] == 4 and record["scalars"]["conv"] > 0
     assert KnowPredictor.from_pretrained(tmp_path / "hm").hypermodel.window == 5
     with pytest.raises(SystemExit, match=r"usage: know\.py"):
-        know.main(["train"])
+        know.run(["train"])

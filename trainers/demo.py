@@ -18,7 +18,7 @@ from those Hub revisions with the shipped KNOWN hyper-model, push them with a mo
 `AutoModelForImageClassification.from_pretrained`.
 
 Knowledge purification: on a synthetic two-teacher arithmetic set (each teacher right on one kind of question),
-fit a similarity router, distil a tiny T5 on the routed rationales (trainers/purify.py, configs/purify/tiny.yaml),
+fit a similarity router, distil a tiny Llama on the routed rationales (trainers/purify.py, configs/purify/tiny.yaml),
 push student and router, pull both back, and check that the pulled student reproduces the run's accuracy and the
 pulled router trusts the right teacher on held-out questions.
 """
@@ -30,19 +30,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-import continual
-import know
-import purify
 import torch
 from huggingface_hub import ModelCard
 from peft import PeftModel
-from project import main as project_main
-from project import make_parser
-from transformers import AutoModelForImageClassification, AutoModelForSeq2SeqLM, AutoTokenizer, set_seed
+from transformers import AutoModelForCausalLM, AutoModelForImageClassification, AutoTokenizer, set_seed
 
+from hf_know.cli import parse
 from hf_know.cluster_retrieval.stream import evaluate_task
 from hf_know.image_data import digits_task_stream, load_digits_dataset
 from hf_know.purification import exact_match_accuracy, load_router, predict_answers
+from hf_know.scripts import continual, know, project, purify
 from hf_know.testing import LoopbackHub
 from hf_know.testing.rationales import toy_rationale_data
 
@@ -50,8 +47,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "project"
 
 
 def run_recipe(name: str, *overrides: str) -> dict:
-    args = make_parser().parse_args_and_config(["--config", str(CONFIGS / f"{name}.yaml"), *overrides])
-    return project_main(*args)
+    return project.run(["--config", str(CONFIGS / f"{name}.yaml"), *overrides])
 
 
 def accuracy_on_test_split(model, classes, image_size: int = 32) -> float:
@@ -93,12 +89,13 @@ def continual_demo(work: Path) -> dict:
     repo_id = "demo/digits-continual"
     recipe = Path(__file__).resolve().parents[1] / "configs" / "continual" / "digits.yaml"
     overrides = ["--output_dir", str(work / "continual"), "--disable_tqdm", "true"]
-    script_args, model_args, method_args, training_args = continual.make_parser().parse_args_and_config(
-        ["--config", str(recipe), *overrides, "--push_to_hub", "true", "--hub_model_id", repo_id]
+    script_args, training_args = parse(
+        continual.make_parser(),
+        ["--config", str(recipe), *overrides, "--push_to_hub", "true", "--hub_model_id", repo_id],
     )
-    metrics = continual.main(script_args, model_args, method_args, training_args)
+    metrics = continual.main(script_args, training_args)
     set_seed(training_args.seed)  # the recipe's ViT is built from a config: the same seed rebuilds the same base
-    base = continual.build_model(model_args, script_args, num_labels=10)
+    base = continual.build_model(script_args, num_labels=10)
     pulled = PeftModel.from_pretrained(base, repo_id)
     stream = digits_task_stream(script_args.tasks, script_args.image_size, seed=script_args.data_seed_split)
     final = [evaluate_task(pulled, data["test"], j)["accuracy"] for j, data in enumerate(stream)]
@@ -121,13 +118,13 @@ def continual_demo(work: Path) -> dict:
 def know_demo(work: Path) -> dict:
     trajectory_repo, predicted_repo = "demo/digits-trajectory", "demo/digits-know-x8"
     configs = Path(__file__).resolve().parents[1] / "configs" / "know"
-    revisions = know.main(
+    revisions = know.run(
         [
             "collect", "--config", str(configs / "collect_tiny.yaml"), "--output_dir", str(work / "trajectory"),
             "--push_to_hub", "true", "--hub_model_id", trajectory_repo, "--disable_tqdm", "true",
         ]
     )  # fmt: skip
-    output = know.main(
+    output = know.run(
         [
             "predict", "--config", str(configs / "predict_tiny.yaml"), "--checkpoints", *revisions,
             "--output_dir", str(work / "know-x8"), "--hub_model_id", predicted_repo,
@@ -155,28 +152,31 @@ def know_demo(work: Path) -> dict:
 
 def purification_demo(work: Path) -> dict:
     repo_id = "demo/toy-purified"
-    args = purify.make_parser().parse_args_and_config(
+    metrics = purify.run(
         ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "purify" / "tiny.yaml"),
          "--output_dir", str(work / "purified"), "--push_to_hub", "true", "--hub_model_id", repo_id]
     )  # fmt: skip
-    metrics = purify.main(*args)
     test = toy_rationale_data(128).select(range(96, 128))
-    student, tokenizer = AutoModelForSeq2SeqLM.from_pretrained(repo_id), AutoTokenizer.from_pretrained(repo_id)
+    student, tokenizer = AutoModelForCausalLM.from_pretrained(repo_id), AutoTokenizer.from_pretrained(repo_id)
     accuracy = exact_match_accuracy(predict_answers(student, tokenizer, test), test["answer"])
-    if abs(accuracy - metrics["eval_accuracy"]) > 1e-9:
-        raise RuntimeError(f"The pulled student scores {accuracy}, the run reported {metrics['eval_accuracy']}.")
+    if abs(accuracy - metrics["eval_answer_accuracy"]) > 1e-9:
+        raise RuntimeError(
+            f"The pulled student's greedy answers score {accuracy}, the run reported {metrics['eval_answer_accuracy']}."
+        )
     routed = load_router(f"{repo_id}-router").purify(test)
     right = [
         (t == "adder") == ("plus" in q) for t, q in zip(routed["purified_teacher"], routed["question"], strict=True)
     ]
     if sum(right) / len(right) < 0.7:
         raise RuntimeError(f"The pulled router trusts the right teacher on only {sum(right)}/{len(right)} questions.")
+    card = ModelCard.load(repo_id)
     return {
         "purifier": "similarity router (RouterDC dual contrastive loss)",
         "held-out questions routed to the teacher that is right on them": f"{sum(right)}/{len(right)}",
-        "student exact-match accuracy (pulled from the Hub, chance 0.25)": round(accuracy, 4),
+        "causal student's exact-match accuracy (pulled from the Hub, greedy decoding, chance 0.25)": round(accuracy, 4),
         "rationales used per teacher": metrics["chosen_teachers"],
-        "model card": ModelCard.load(repo_id).data.tags,
+        "model card tags": card.data.tags,
+        "model card cites the paper": "arXiv:2602.01064" in card.text,
     }
 
 

@@ -69,8 +69,8 @@ class PurifiedDistillConfig(DistillationArguments, SFTConfig):
     Only the parameters specific to purified distillation are listed here; see [`~trl.SFTConfig`] for the others
     (`max_length`, `packing`, `padding_free`, `completion_only_loss`, ...). Packing mixes examples of different
     tasks in one sequence, which the per-task weights cannot follow: it is refused unless `rationale_weight` is 1.
-    Defaults differ from `SFTConfig` in `learning_rate` (5e-5, as TinyLLM), `report_to` ("none"), `save_strategy`
-    ("no") and `bf16` (on only where a bf16 GPU is available, so the same recipe runs on CPU).
+    Defaults differ from `SFTConfig` in `learning_rate` (5e-5, as TinyLLM), `save_strategy` ("no") and `bf16` (on
+    only where a bf16 GPU is available, so the same recipe runs on CPU).
 
     Parameters:
         > Parameters that control the distillation objective
@@ -90,7 +90,6 @@ class PurifiedDistillConfig(DistillationArguments, SFTConfig):
     """
 
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (TinyLLM: 5e-5)."})
-    report_to: str | list[str] = field(default="none", metadata={"help": "Experiment trackers to report to."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training."})
     bf16: bool | None = field(
         default=None, metadata={"help": "bf16 mixed precision; by default on where a bf16 GPU is available."}
@@ -123,6 +122,5 @@ class PurifiedSeq2SeqDistillConfig(DistillationArguments, Seq2SeqTrainingArgumen
     max_source_length: int = field(default=256, metadata={"help": "Maximum tokens of a task prompt."})
     max_target_length: int = field(default=128, metadata={"help": "Maximum tokens of a completion."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (TinyLLM: 5e-5)."})
-    report_to: str | list[str] = field(default="none", metadata={"help": "Experiment trackers to report to."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the distillation columns."})

@@ -103,6 +103,12 @@ def format_question(question: str, choices: list[str]) -> str:
     return "\n".join([question, "Answer Choices:", *lettered_options(choices)])
 
 
+def task_prompt(prefix: str, question: str, choices: list[str]) -> str:
+    """A task's prompt: its prefix, the question and choices (`format_question`), and a newline the completion
+    follows."""
+    return prefix + format_question(question, choices) + "\n"
+
+
 def parse_stated_answer(text: str, choices: list[str]) -> str:
     """The option a rationale states as its answer ("the answer is (c) ..."), as option text; `""` if none."""
     found = re.findall(r"answer is:?\s*\(?([a-z])\)", text, flags=re.IGNORECASE)

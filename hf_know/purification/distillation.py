@@ -14,7 +14,7 @@ import torch
 from datasets import Dataset
 
 from .config import DistillationArguments
-from .data import format_question
+from .data import task_prompt
 from .purifiers.reinforce import ReinforceSelector
 
 ANSWER, RATIONALE = 0, 1
@@ -47,7 +47,7 @@ def distillation_examples(
                 columns[name].append(value)
 
     for index, row in enumerate(dataset):
-        question = format_question(row["question"], row["choices"]) + "\n"
+        question = task_prompt("", row["question"], row["choices"])
         add(args.answer_prefix + question, row["answer"], ANSWER, -1, index)
         if mode == "labels_only":
             continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .data import format_question
+from .data import task_prompt
 from .generation import generate_texts
 
 
@@ -30,6 +30,6 @@ def predict_answers(
     max_source_length: int = 256,
     batch_size: int = 32,
 ) -> list[str]:
-    """The student's generated answer for each row (`question`, `choices`)."""
-    prompts = [prefix + format_question(q, c) for q, c in zip(dataset["question"], dataset["choices"], strict=True)]
+    """The student's greedy answer for each row (`question`, `choices`), from the answer task's prompt."""
+    prompts = [task_prompt(prefix, q, c) for q, c in zip(dataset["question"], dataset["choices"], strict=True)]
     return generate_texts(model.eval(), tokenizer, prompts, max_new_tokens, batch_size, max_source_length, "answers")

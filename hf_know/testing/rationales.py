@@ -12,7 +12,15 @@ import random
 
 from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import BertConfig, BertModel, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+from transformers import (
+    BertConfig,
+    BertModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 from ..purification.data import RATIONALE_FEATURES
 from ..purification.encoder import SentenceEncoder
@@ -91,6 +99,14 @@ def tiny_t5(vocab_size: int, d_model: int = 32) -> T5ForConditionalGeneration:
         decoder_start_token_id=0,
     )
     return T5ForConditionalGeneration(config)
+
+
+def tiny_llama_student(vocab_size: int, hidden_size: int = 32) -> LlamaForCausalLM:
+    """A two-layer Llama decoder LM (pad 0, eos 1: the `word_tokenizer` ids)."""
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, pad_token_id=0,
+                         eos_token_id=1, bos_token_id=1)  # fmt: skip
+    return LlamaForCausalLM(config)
 
 
 def tiny_sentence_encoder(tokenizer: PreTrainedTokenizerFast, hidden_size: int = 32) -> SentenceEncoder:

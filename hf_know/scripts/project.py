@@ -1,0 +1,182 @@
+"""Fine-tune an image classifier with model projection, or for comparison LoRA, IA3, full FT or a linear probe.
+
+```bash
+hf-know project --config configs/project/digits_projection.yaml
+accelerate launch --num_processes 2 --cpu trainers/project.py --config configs/project/tiny.yaml
+```
+
+Every field of `ProjectArguments` and `transformers.TrainingArguments` can be given in the YAML file or on the
+command line (which wins). The result (adapter or full model, `metrics.json`) is written atomically to
+`output_dir`, and pushed with a model card when `push_to_hub` is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from transformers import AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification, Trainer
+from trl import TrlParser
+
+from ..cli import ScriptTrainingArguments, parse
+from ..hub import push_folder, render_model_card
+from ..image_data import load_digits_dataset
+from ..io import atomic_output_dir, check_output_dir
+from ..projection import ProjectionLayer
+from ..projection.recipes import METHODS, apply_method, prepare_full_finetuning
+
+
+@dataclass
+class ProjectArguments:
+    """The data (sklearn's digits restricted to `classes`, `train_per_class` training images per class), the model
+    (a pretrained image classifier, or a transformers ResNet built from the sizes below) and how to fine-tune it
+    (see `hf_know.projection.recipes.apply_method`)."""
+
+    classes: list[int] = field(default_factory=lambda: list(range(10)), metadata={"help": "Digits to classify."})
+    train_per_class: int | None = field(default=None, metadata={"help": "Training images per class (all if unset)."})
+    image_size: int = field(default=32, metadata={"help": "Side of the upscaled images."})
+    data_seed_split: int = field(default=0, metadata={"help": "Seed of the stratified train/test split."})
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Local folder or Hub id of a pretrained image classifier."}
+    )
+    embedding_size: int = field(default=16, metadata={"help": "Stem width of a from-scratch ResNet."})
+    hidden_sizes: list[int] = field(default_factory=lambda: [16, 32, 64], metadata={"help": "Stage widths."})
+    depths: list[int] = field(default_factory=lambda: [1, 1, 1], metadata={"help": "Basic blocks per stage."})
+
+    method: str = field(default="projection", metadata={"help": f"One of {METHODS}."})
+    head: str = field(default="classifier", metadata={"help": "Head module, trained in full by every method."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    skip_pointwise: bool = field(default=False, metadata={"help": "Projection: leave 1x1 convs out."})
+    train_batchnorm: bool = field(default=False, metadata={"help": "Projection: train and save BatchNorm."})
+    full_epochs: float = field(default=5.0, metadata={"help": "projection_then_full: epochs of stage 2."})
+    full_learning_rate: float = field(default=1e-3, metadata={"help": "projection_then_full: stage-2 LR."})
+
+
+@dataclass
+class TrainingArguments(ScriptTrainingArguments):
+    """`transformers.TrainingArguments` with defaults for small CPU runs."""
+
+    output_dir: str = field(default="outputs/project", metadata={"help": "Where the result is written."})
+
+
+def build_model(script_args: ProjectArguments, num_labels: int):
+    if not script_args.model_name_or_path:
+        config = ResNetConfig(
+            num_channels=1,
+            embedding_size=script_args.embedding_size,
+            hidden_sizes=script_args.hidden_sizes,
+            depths=script_args.depths,
+            layer_type="basic",
+            num_labels=num_labels,
+        )
+        return ResNetForImageClassification(config)
+    return AutoModelForImageClassification.from_pretrained(
+        script_args.model_name_or_path, num_labels=num_labels, ignore_mismatched_sizes=True
+    )
+
+
+def accuracy(eval_prediction) -> dict[str, float]:
+    logits, labels = eval_prediction
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+def train(model, training_args, data) -> Trainer:
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=data["train"],
+        eval_dataset=data["test"],
+        compute_metrics=accuracy,
+    )
+    trainer.train()
+    return trainer
+
+
+OUTPUT_KIND = "project"
+
+
+def main(script_args: ProjectArguments, training_args: TrainingArguments) -> dict[str, float]:
+    # Refused before any work if it would lose a file; written atomically at the end.
+    output = dict(
+        kind=OUTPUT_KIND, inputs=[script_args.model_name_or_path], overwrite=training_args.overwrite_output_dir
+    )
+    check_output_dir(training_args.output_dir, **output)
+    data = load_digits_dataset(
+        script_args.classes,
+        script_args.image_size,
+        script_args.train_per_class,
+        seed=script_args.data_seed_split,
+    )
+    if not script_args.model_name_or_path and script_args.method not in ("full", "linear_probe", "bias_only"):
+        raise ValueError(
+            f"method={script_args.method!r} adapts a pretrained model: set model_name_or_path (a folder or Hub id), "
+            "or use method='full' to train from scratch."
+        )
+    push, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
+    if push and not hub_model_id:
+        raise ValueError("push_to_hub is set but hub_model_id is not: name the Hub repo to push to.")
+    # The result is pushed once, with our model card, after training; the Trainer itself never pushes.
+    training_args = dataclasses.replace(training_args, push_to_hub=False)
+    model = build_model(script_args, num_labels=len(script_args.classes))
+    model = apply_method(
+        model,
+        script_args.method,
+        script_args.head,
+        lora_r=script_args.lora_r,
+        skip_pointwise=script_args.skip_pointwise,
+        train_batchnorm=script_args.train_batchnorm,
+    )
+    trainer = train(model, training_args, data)
+    if script_args.method == "projection_then_full":
+        stage2 = dataclasses.replace(
+            training_args,
+            num_train_epochs=script_args.full_epochs,
+            learning_rate=script_args.full_learning_rate,
+        )
+        trainer = train(prepare_full_finetuning(trainer.accelerator.unwrap_model(trainer.model)), stage2, data)
+    metrics = trainer.evaluate()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    metrics.update(trainable_parameters=trainable, total_parameters=sum(p.numel() for p in model.parameters()))
+    if trainer.is_world_process_zero():
+        with atomic_output_dir(training_args.output_dir, **output) as tmp:
+            model.save_pretrained(tmp)
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if push:
+            base = script_args.model_name_or_path
+            card = render_model_card(
+                "projection",
+                {
+                    "library_name": "peft" if hasattr(model, "peft_config") else "transformers",
+                    # Hub metadata names Hub repos only; a local folder is named in the card's text instead.
+                    "base_model": base if base and not Path(base).exists() else None,
+                    "tags": ["hf-know", "model-projection", script_args.method, "image-classification"],
+                    "datasets": ["sklearn-digits"],
+                    "metrics": ["accuracy"],
+                },
+                model_name=hub_model_id.split("/")[-1],
+                repo_id=hub_model_id,
+                base_model=base or "a ResNet trained from scratch",
+                method=script_args.method,
+                num_projected_layers=sum(isinstance(m, ProjectionLayer) for m in model.modules()),
+                trainable_parameters=f"{trainable:,}",
+                total_parameters=f"{metrics['total_parameters']:,}",
+                modules_to_save=script_args.head,
+                dataset=f"sklearn digits {script_args.classes}, {script_args.train_per_class or 'all'} per class",
+                metrics={"eval accuracy": f"{metrics['eval_accuracy']:.4f}"},
+            )
+            push_folder(training_args.output_dir, hub_model_id, card, token=training_args.hub_token)
+    return metrics
+
+
+def make_parser(prog: str | None = None) -> TrlParser:
+    return TrlParser((ProjectArguments, TrainingArguments), prog=prog)
+
+
+def run(argv: list[str] | None = None, prog: str | None = None) -> dict[str, float]:
+    """Parse `argv` (default: the command line) and run `main`."""
+    return main(*parse(make_parser(prog), argv))
