@@ -1,64 +1,86 @@
-"""trainers/purify.py under `accelerate launch` with 2 CPU processes, pushing student and router to a loopback Hub."""
+"""trainers/purify.py (and `hf-know purify`) under `accelerate launch` with 2 CPU processes: full and LoRA causal
+students, the RL selector, an encoder-decoder student, pushed to and pulled from a loopback Hub."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from huggingface_hub import hf_hub_download
+from huggingface_hub import ModelCard
+from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hf_know.purification import SimilarityRouter, exact_match_accuracy, load_router, predict_answers
-from hf_know.testing.rationales import toy_rationale_data
+from hf_know.testing.rationales import rationale_texts, tiny_llama_student, toy_rationale_data, word_tokenizer
 
 from .conftest import REPO_ROOT
 from .test_trainer_project import run
 
 SCRIPT = str(REPO_ROOT / "trainers" / "purify.py")
+TINY = str(REPO_ROOT / "configs" / "purify" / "tiny.yaml")
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
+TEST_ROWS = toy_rationale_data(128).select(range(96, 128))
 
 
-def test_accelerate_launch_purifies_distils_saves_and_pushes(tmp_path, hub):
+def test_accelerate_launch_distils_a_causal_student_pushes_it_with_trls_card(tmp_path, hub):
     output = tmp_path / "student"
-    run(
-        [*LAUNCH, SCRIPT, "--config", "configs/purify/tiny.yaml", "--output_dir", str(output),
-         "--push_to_hub", "true", "--hub_model_id", "tester/tiny-purified"],
-        hub.env,
-    )  # fmt: skip
+    run([*LAUNCH, SCRIPT, "--config", TINY, "--output_dir", str(output), "--push_to_hub", "true",
+         "--hub_model_id", "tester/tiny-purified"], hub.env)  # fmt: skip
     metrics = json.loads((output / "metrics.json").read_text())
-    assert set(metrics["chosen_teachers"]) <= {"adder", "multiplier"} and not list(tmp_path.glob(".student.tmp-*"))
-    # the pushed student loads with the plain transformers class and reproduces the run's accuracy
-    model = AutoModelForSeq2SeqLM.from_pretrained("tester/tiny-purified")
+    assert set(metrics["chosen_teachers"]) <= {"adder", "multiplier"} and "eval_loss" in metrics
+    # the pushed student loads with the plain transformers class and its greedy answers give the run's accuracy
+    model = AutoModelForCausalLM.from_pretrained("tester/tiny-purified")
     tokenizer = AutoTokenizer.from_pretrained("tester/tiny-purified")
-    test = toy_rationale_data(128).select(range(96, 128))
-    accuracy = exact_match_accuracy(predict_answers(model, tokenizer, test), test["answer"])
-    assert accuracy == pytest.approx(metrics["eval_accuracy"])
+    accuracy = exact_match_accuracy(predict_answers(model, tokenizer, TEST_ROWS), TEST_ROWS["answer"])
+    assert accuracy == pytest.approx(metrics["eval_answer_accuracy"])
     router = load_router("tester/tiny-purified-router")
     assert isinstance(router, SimilarityRouter) and router.teachers == ["adder", "multiplier"]
-    card = Path(hf_hub_download("tester/tiny-purified", "README.md")).read_text()
-    assert (
-        "| purifier | similarity |" in card and "adder, multiplier" in card and "| λ (rationale weight) | 1.0 |" in card
-    )
-    assert "tester/tiny-purified-router" in card and "AutoModelForSeq2SeqLM" in card
+    card = ModelCard.load("tester/tiny-purified")
+    assert {"trl", "sft", "hf-know", "knowledge-purification", "purifier-similarity"} <= set(card.data.tags)
+    assert "arXiv:2602.01064" in card.text and "[tester/tiny-purified-router]" in card.text
+    assert "_hf_know_output.json" not in (output / "README.md").read_text()
 
 
-def test_causal_student_with_the_rl_selector_on_two_processes(tmp_path, hub):
-    output = tmp_path / "causal"
-    run(
-        [*LAUNCH, SCRIPT, "--config", "configs/purify/tiny.yaml", "--output_dir", str(output),
-         "--student_architecture", "llama", "--purifier", "reinforce", "--num_train_epochs", "2",
-         "--push_to_hub", "true", "--hub_model_id", "tester/tiny-causal"],
-        hub.env,
-    )  # fmt: skip
+def test_use_peft_gives_a_lora_student_that_peft_loads(tmp_path, hub):
+    output = tmp_path / "lora"
+    run([*LAUNCH, SCRIPT, "--config", TINY, "--output_dir", str(output), "--use_peft", "--lora_r", "16",
+         "--lora_target_modules", "q_proj", "v_proj", "--num_train_epochs", "2", "--push_to_hub", "true",
+         "--hub_model_id", "tester/tiny-lora"], hub.env)  # fmt: skip
+    config = json.loads((output / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 16
+    train = toy_rationale_data(128).select(range(96))
+    tokenizer = word_tokenizer(rationale_texts(train), append_eos=False)
+    student = PeftModel.from_pretrained(tiny_llama_student(len(tokenizer)), "tester/tiny-lora")
+    assert student.peft_config["default"].r == 16
+    assert "knowledge-purification" in ModelCard.load("tester/tiny-lora").data.tags
+
+
+def test_the_rl_selector_on_two_processes(tmp_path, hub):
+    output = tmp_path / "rl"
+    run([*LAUNCH, SCRIPT, "--config", TINY, "--output_dir", str(output), "--purifier", "reinforce",
+         "--num_train_epochs", "2", "--push_to_hub", "true", "--hub_model_id", "tester/tiny-rl"], hub.env)  # fmt: skip
     metrics = json.loads((output / "metrics.json").read_text())
-    assert "eval_accuracy" in metrics and sum(metrics["chosen_teachers"].values()) == 96
-    assert AutoModelForCausalLM.from_pretrained("tester/tiny-causal").config.model_type == "llama"
-    assert "AutoModelForCausalLM" in Path(hf_hub_download("tester/tiny-causal", "README.md")).read_text()
-    assert load_router("tester/tiny-causal-router").method == "reinforce"
+    assert "eval_answer_accuracy" in metrics and sum(metrics["chosen_teachers"].values()) == 96
+    assert load_router("tester/tiny-rl-router").method == "reinforce"
+
+
+def test_an_encoder_decoder_student_through_the_console_entry_point(tmp_path, hub):
+    output = tmp_path / "t5"
+    hf_know = Path(sys.executable).parent / "hf-know"
+    run([str(hf_know), "purify", "--config", TINY, "--output_dir", str(output), "--student_architecture", "t5",
+         "--purifier", "single_teacher:adder"], hub.env)  # fmt: skip
+    metrics = json.loads((output / "metrics.json").read_text())
+    student = AutoModelForSeq2SeqLM.from_pretrained(output)
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    accuracy = exact_match_accuracy(predict_answers(student, tokenizer, TEST_ROWS), TEST_ROWS["answer"])
+    assert accuracy == pytest.approx(metrics["eval_answer_accuracy"]) and metrics["chosen_teachers"]["adder"] > 0
+    usage = subprocess.run([str(hf_know)], capture_output=True, text=True)
+    assert usage.returncode != 0 and "purify" in usage.stderr and "know" in usage.stderr
 
 
 def test_script_names_a_bad_purifier(tmp_path, hub):
-    bad = [sys.executable, SCRIPT, "--config", "configs/purify/tiny.yaml", "--output_dir", str(tmp_path / "x")]
+    bad = [sys.executable, SCRIPT, "--config", TINY, "--output_dir", str(tmp_path / "x")]
     with pytest.raises(AssertionError, match=r"purifier='gpt4'; expected one of"):
         run([*bad, "--purifier", "gpt4"], hub.env)
     assert not (tmp_path / "x").exists()

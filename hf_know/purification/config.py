@@ -123,4 +123,3 @@ class PurifiedSeq2SeqDistillConfig(DistillationArguments, Seq2SeqTrainingArgumen
     max_target_length: int = field(default=128, metadata={"help": "Maximum tokens of a completion."})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (TinyLLM: 5e-5)."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the distillation columns."})

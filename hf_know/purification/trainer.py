@@ -108,7 +108,7 @@ class _PurifiedDistillation:
             if purifier is None:
                 raise ValueError("distill_mode='purified' needs a 'rationale' column in train_dataset or a purifier.")
             train_dataset = purifier.purify(train_dataset)
-        self.rationale_data = train_dataset
+        self.rationale_data, self._answer_results = train_dataset, None
         self.selector_step = (
             SelectorStep(selector, train_dataset, args.policy_learning_rate, args.seed)
             if selector is not None
@@ -127,17 +127,27 @@ class _PurifiedDistillation:
                 rationale = task == RATIONALE
                 self.selector_step.update(extras["example_row"][rationale.cpu()], nll[rationale], self.accelerator)
             return
+        if self._answer_results is None:  # a forward outside the evaluation loop
+            return
         wrong = per_example_mean((~correct).float(), mask, example_index, len(task))
         answers = task == ANSWER
         results = torch.stack([(wrong[answers] == 0).float(), torch.ones_like(wrong[answers])], dim=1)
         self._answer_results.append(self.accelerator.gather_for_metrics(results).sum(0).cpu())
 
+    def _set_signature_columns_if_needed(self):
+        """Keep each example's task, teacher and question through `remove_unused_columns`."""
+        super()._set_signature_columns_if_needed()
+        self._signature_columns = [*self._signature_columns, *EXAMPLE_COLUMNS]
+
     def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
         """The trainer's loop, plus `<prefix>_answer_accuracy` (evaluate and predict alike)."""
         self._answer_results = []
-        output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
-        if self._answer_results:
-            hits, total = torch.stack(self._answer_results).sum(0).tolist()
+        try:
+            output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+        finally:
+            results, self._answer_results = self._answer_results, None
+        if results:
+            hits, total = torch.stack(results).sum(0).tolist()
             if total:
                 output.metrics[f"{metric_key_prefix}_answer_accuracy"] = hits / total
         return output
@@ -199,10 +209,6 @@ class PurifiedDistillTrainer(_PurifiedDistillation, SFTTrainer):
         self.data_collator = DistillationCollator(**asdict(collator), rationale_weight=args.rationale_weight, keep=keep)
         self._pending: dict | None = None
         self.model.register_forward_hook(self._weigh_log_probs, with_kwargs=True)
-
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        self._signature_columns = [*self._signature_columns, *EXAMPLE_COLUMNS]
 
     def _weigh_log_probs(self, module: nn.Module, args: tuple, kwargs: dict, output):
         """Forward hook: on the fused LM head's outputs of a `compute_loss` call, weight each token's log-probability
