@@ -36,18 +36,18 @@ import hf_know.metrics
 from hf_know.purification import (
     ClassifierRouter,
     PlackettLuceRouter,
-    PurifiedDistillConfig,
-    PurifiedDistillTrainer,
+    PurifiedSeq2SeqDistillConfig,
+    PurifiedSeq2SeqDistillTrainer,
     ReinforceSelector,
     SentenceEncoder,
     SimilarityRouter,
     SingleTeacher,
     exact_match_accuracy,
-    format_question,
     load_tinyllm,
     predict_answers,
     teacher_scores,
 )
+from hf_know.purification.data import task_prompt
 from hf_know.purification.router import best_teacher_targets
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,7 +76,7 @@ def option_ranking_accuracy(model, tokenizer, dataset, prefix: str, max_source_l
     model.eval()
     hits = 0
     for row in dataset:
-        source = tokenizer(prefix + format_question(row["question"], row["choices"]), truncation=True,
+        source = tokenizer(task_prompt(prefix, row["question"], row["choices"]), truncation=True,
                            max_length=max_source_length, return_tensors="pt")  # fmt: skip
         targets = tokenizer(row["choices"], padding=True, return_tensors="pt")["input_ids"][:, 1:]
         labels = targets.masked_fill(targets == tokenizer.pad_token_id, -100)
@@ -103,14 +103,14 @@ def agreement(choice: list[str], teachers: list[str], scores: torch.Tensor) -> f
 def train_student(name, train, test, teachers, seed, args, purifier=None, selector=None, mode="purified") -> dict:
     model, tokenizer = build_student(seed)
     with tempfile.TemporaryDirectory() as tmp:
-        config = PurifiedDistillConfig(
+        config = PurifiedSeq2SeqDistillConfig(
             output_dir=tmp, distill_mode=mode, num_train_epochs=args.epochs, per_device_train_batch_size=16,
             per_device_eval_batch_size=64, learning_rate=args.learning_rate, lr_scheduler_type="constant",
-            max_source_length=64, max_answer_length=16, max_rationale_length=32, generation_max_new_tokens=16,
-            seed=seed, data_seed=seed, disable_tqdm=True, use_cpu=True, logging_steps=1000,
+            max_source_length=64, max_target_length=32, seed=seed, data_seed=seed, disable_tqdm=True, use_cpu=True,
+            logging_steps=1000,
         )  # fmt: skip
-        trainer = PurifiedDistillTrainer(model, config, train, test, tokenizer, teachers=teachers, purifier=purifier,
-                                         selector=selector)  # fmt: skip
+        trainer = PurifiedSeq2SeqDistillTrainer(model, config, train, test, tokenizer, teachers=teachers,
+                                                purifier=purifier, selector=selector)  # fmt: skip
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start

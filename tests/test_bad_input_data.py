@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 
 from hf_know.purification import ClassifierRouter, load_tinyllm, validate_rationale_data
 from hf_know.testing import tiny_sentence_encoder, toy_rationale_data, word_tokenizer
@@ -68,18 +68,19 @@ def test_router_fit_validates_its_data():
 
 
 def purify(tmp_path, *args):
+    """Run trainers/purify.py with the tiny recipe, or with `args`' own `--config`."""
     script, config = REPO_ROOT / "trainers" / "purify.py", REPO_ROOT / "configs" / "purify" / "tiny.yaml"
-    command = [sys.executable, str(script), "--config", str(config), "--output_dir", str(tmp_path / "out"), *args]
+    recipe = [] if "--config" in args else ["--config", str(config)]
+    command = [sys.executable, str(script), *recipe, "--output_dir", str(tmp_path / "out"), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ})
 
 
 def test_purify_script_validates_train_and_eval_data_before_building_anything(tmp_path):
     good = toy_rationale_data(8)
     bad = Dataset.from_dict({**good.to_dict(), "answer": [*good["answer"][:3], "nope", *good["answer"][4:]]})
-    good.save_to_disk(tmp_path / "train")
-    bad.save_to_disk(tmp_path / "eval")
-    result = purify(tmp_path, "--dataset", str(tmp_path / "train"), "--eval_dataset", str(tmp_path / "eval"),
-                    "--teachers", *TOY_TEACHERS, "--model_name_or_path", str(tmp_path / "never-read"))  # fmt: skip
+    DatasetDict(train=good, test=bad).save_to_disk(tmp_path / "data")
+    result = purify(tmp_path, "--dataset_name", str(tmp_path / "data"), "--teachers", *TOY_TEACHERS,
+                    "--model_name_or_path", str(tmp_path / "never-read"))  # fmt: skip
     # The eval set is validated (row 3 named) before the student (a path that does not exist) is ever loaded.
     assert result.returncode != 0 and "row 3 (id" in result.stderr and "'nope'" in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "out").exists()
@@ -90,6 +91,8 @@ def test_config_file_errors_name_the_file(tmp_path):
     config.write_text("learning_rate: [unclosed\n")
     result = purify(tmp_path, "--config", str(config))
     assert result.returncode != 0 and f"--config {config}: not valid YAML" in result.stderr, result.stderr[-2000:]
+    config.write_text("- a list\n")
+    assert "expected a mapping of option names" in purify(tmp_path, "--config", str(config)).stderr
     config.write_text("learnin_rate: 0.1\n")
     result = purify(tmp_path, "--config", str(config))
-    assert "unknown option(s) ['learnin_rate']" in result.stderr, result.stderr[-2000:]
+    assert "Unknown arguments from config file: ['--learnin_rate', '0.1']" in result.stderr, result.stderr[-2000:]

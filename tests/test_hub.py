@@ -114,7 +114,7 @@ def test_templates_ship_in_the_wheel(tmp_path):
         assert card.data.library_name == "peft"
         import hf_know.metrics
         assert hf_know.metrics.available() == ["cmv", "continual_learning"]
-        assert "purify" in hub.available_templates()
+        assert "router" in hub.available_templates()
         from hf_know.purification.purifiers import load_router  # the purifiers subpackage ships too
         assert "know" in hub.available_templates()
         predictor = hf_know.KnowPredictor.from_pretrained()  # the default hyper-model ships in the wheel

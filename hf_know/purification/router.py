@@ -15,11 +15,12 @@ from typing import ClassVar
 
 import torch
 from datasets import Dataset
-from huggingface_hub import ModelHubMixin, snapshot_download
+from huggingface_hub import ModelCard, ModelHubMixin, snapshot_download
 from huggingface_hub.constants import CONFIG_NAME
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..hub import render_model_card
 from ..io import GuardedSaveMixin
 from .data import validate_rationale_data
 from .encoder import SentenceEncoder
@@ -38,7 +39,13 @@ def best_teacher_targets(scores: torch.Tensor) -> torch.Tensor:
 
 
 class TeacherRouter(
-    GuardedSaveMixin, nn.Module, ModelHubMixin, library_name="hf-know", tags=["hf-know", "knowledge-purification"]
+    GuardedSaveMixin,
+    nn.Module,
+    ModelHubMixin,
+    library_name="hf-know",
+    tags=["hf-know", "knowledge-purification", "router"],
+    repo_url="https://github.com/hf-know/hf-know",
+    paper_url="https://arxiv.org/abs/2602.01064",
 ):
     """Route each question to one teacher. Subclasses define `method`, `teacher_logits`, and `routing_loss` (trained
     by the shared minibatch loop of `_fit`) or their own `_fit`.
@@ -136,6 +143,11 @@ class TeacherRouter(
         self.check_teachers(dataset)
         probabilities = self.route(dataset["question"])
         return select_rationales(dataset, probabilities.log(), self.teachers, self.method, probabilities)
+
+    def generate_model_card(self, *args, **kwargs) -> ModelCard:
+        """The router's card (`model_cards/router.md`): its method, its teachers and how to reuse it."""
+        return render_model_card("router", self._hub_mixin_info.model_card_data, method=self.method,
+                                 teachers=self.teachers)  # fmt: skip
 
     @classmethod
     def is_saved_folder(cls, folder: Path) -> bool:
