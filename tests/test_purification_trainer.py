@@ -230,3 +230,28 @@ def test_trainers_refuse_bad_setups(toy, tmp_path):
         PurifiedSeq2SeqDistillTrainer(model, config(tmp_path, True), train, processing_class=tokenizer)
     with pytest.raises(TypeError, match="args must be a PurifiedDistillConfig"):
         PurifiedDistillTrainer(model, config(tmp_path, True), train, processing_class=tokenizer)
+
+
+def test_conversational_tasks_go_through_the_chat_template(toy, tmp_path):
+    train, _ = toy
+    model, tokenizer = causal(train)
+    tokenizer.chat_template = (  # roles spelt with words of the toy vocabulary: "choices" (user), "answer" (assistant)
+        "{% for m in messages %}{{ 'answer' if m['role'] == 'assistant' else 'choices' }} : {{ m['content'] }}"
+        "{% if m['role'] == 'assistant' %}</s>{% endif %}{% endfor %}{% if add_generation_prompt %}answer :{% endif %}"
+    )
+    args = config(tmp_path, conversational=True, rationale_weight=0.5)
+    rows = train.select(range(4))
+    trainer = PurifiedDistillTrainer(model, args, rows, rows, tokenizer, purifier=SingleTeacher(TEACHERS, "adder"))
+    first = trainer.train_dataset[0]
+    assert first["prompt"][0]["role"] == "user" and first["completion"][0]["role"] == "assistant"
+    text = tokenizer.decode(first["input_ids"])
+    assert text.startswith("choices : predict") and "answer : " in text and text.endswith("</s>")
+    completion = [t for t, label in zip(first["input_ids"], first["labels"], strict=True) if label != -100]
+    assert tokenizer.decode(completion) == f"{rows[0]['answer']} </s>"  # only the assistant's reply is trained
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    with torch.no_grad():
+        trainer.model.eval()
+        assert trainer.compute_loss(trainer.model, dict(batch)).item() == pytest.approx(
+            reference_loss(trainer, dict(batch)).item(), rel=1e-5
+        )
+    assert "eval_answer_accuracy" in trainer.evaluate()

@@ -19,13 +19,15 @@ from .test_trainer_project import run
 
 SCRIPT = str(REPO_ROOT / "trainers" / "purify.py")
 TINY = str(REPO_ROOT / "configs" / "purify" / "tiny.yaml")
+CPU_2PROC = str(REPO_ROOT / "configs" / "accelerate" / "cpu_2proc.yaml")
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
 TEST_ROWS = toy_rationale_data(128).select(range(96, 128))
 
 
 def test_accelerate_launch_distils_a_causal_student_pushes_it_with_trls_card(tmp_path, hub):
     output = tmp_path / "student"
-    run([*LAUNCH, SCRIPT, "--config", TINY, "--output_dir", str(output), "--push_to_hub", "true",
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", CPU_2PROC]
+    run([*launch, SCRIPT, "--config", TINY, "--output_dir", str(output), "--push_to_hub", "true",
          "--hub_model_id", "tester/tiny-purified"], hub.env)  # fmt: skip
     metrics = json.loads((output / "metrics.json").read_text())
     assert set(metrics["chosen_teachers"]) <= {"adder", "multiplier"} and "eval_loss" in metrics
@@ -40,6 +42,11 @@ def test_accelerate_launch_distils_a_causal_student_pushes_it_with_trls_card(tmp
     assert {"trl", "sft", "hf-know", "knowledge-purification", "purifier-similarity"} <= set(card.data.tags)
     assert "arXiv:2602.01064" in card.text and "[tester/tiny-purified-router]" in card.text
     assert "_hf_know_output.json" not in (output / "README.md").read_text()
+    # the pushed router is reused as is on the same data: the same rationales are chosen
+    reused = tmp_path / "reused"
+    run([sys.executable, SCRIPT, "--config", TINY, "--output_dir", str(reused), "--num_train_epochs", "1",
+         "--router_name_or_path", "tester/tiny-purified-router"], hub.env)  # fmt: skip
+    assert json.loads((reused / "metrics.json").read_text())["chosen_teachers"] == metrics["chosen_teachers"]
 
 
 def test_use_peft_gives_a_lora_student_that_peft_loads(tmp_path, hub):

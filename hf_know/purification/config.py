@@ -87,8 +87,14 @@ class PurifiedDistillConfig(DistillationArguments, SFTConfig):
             Prefix of each teacher's rationale task in `"all_teachers"` mode.
         policy_learning_rate (`float`, *optional*, defaults to `1e-3`):
             Adam learning rate of the RL selector's policy.
+        conversational (`bool`, *optional*, defaults to `False`):
+            Give each task as a user message and its completion as the assistant's reply, so SFT formats them with
+            the tokenizer's chat template (instruction-tuned students); plain prompt-completion text otherwise.
     """
 
+    conversational: bool = field(
+        default=False, metadata={"help": "Tasks as chat messages, formatted by the tokenizer's chat template."}
+    )
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate (TinyLLM: 5e-5)."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training."})
     bf16: bool | None = field(

@@ -61,6 +61,9 @@ def distillation_examples(
             chosen = row.get("purified_teacher", "")
             teacher = teachers.index(chosen) if chosen in teachers else -1
             add(args.rationale_prefix + question, row["rationale"], RATIONALE, teacher, index)
+    if getattr(args, "conversational", False):  # trl's conversational prompt-completion format
+        columns["prompt"] = [[{"role": "user", "content": prompt}] for prompt in columns["prompt"]]
+        columns["completion"] = [[{"role": "assistant", "content": text}] for text in columns["completion"]]
     return Dataset.from_dict(columns)
 
 

@@ -28,7 +28,7 @@ from datasets import load_from_disk
 from huggingface_hub import ModelCard
 from peft import get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, set_seed
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
+from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from ..cli import parse
 from ..hub import push_folder
@@ -121,7 +121,8 @@ def load_data(args: PurifyArguments):
 def build_student(args: PurifyArguments, model_args: ModelConfig, train):
     """(student, tokenizer): from `model_name_or_path`, else a tiny one built from a config on the data's words."""
     if model_args.model_name_or_path:
-        kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype}
+        kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
+                  "quantization_config": get_quantization_config(model_args)}  # fmt: skip
         config = AutoConfig.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
         auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
