@@ -1,5 +1,5 @@
 """What the causal and the encoder-decoder purified-distillation trainers share: rationale rows as prompt-completion
-examples, per-token task weights, the RL selector's step, and answer exact match.
+examples, per-token task weights, the RL selector's step, and per-example means of per-token results.
 
 Each question gives an answer example (prompt `answer_prefix` + question and choices, completion the gold option's
 text) and rationale examples (completion a rationale): the purified one, one per teacher (TinyLLM's all-teachers
