@@ -127,9 +127,15 @@ def make_base(stream: str, num_labels: int, seed: int):
 
         return BertForSequenceClassification.from_pretrained(get_model_path(), num_labels=num_labels)
     config = ViTConfig(
-        image_size=8, patch_size=2, num_channels=1, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=128, num_labels=num_labels,
-    )  # fmt: skip
+        image_size=8,
+        patch_size=2,
+        num_channels=1,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_labels=num_labels,
+    )
     return ViTForImageClassification(config)
 
 
@@ -310,8 +316,11 @@ def latency(stream, tasks, num_labels, trained, collate, device, repeats: int = 
     inputs = {k: v.to(device) for k, v in batch.items()}
     signatures = [trained.signature(name) for name, _, _ in tasks]
     early = STREAMS[stream]["early_layer"]
-    spaces = {"task_adapted": ("task_adapted", -1), "frozen_backbone": ("frozen_backbone", -1),
-              f"frozen_backbone_layer{early}": ("frozen_backbone", early)}  # fmt: skip
+    spaces = {
+        "task_adapted": ("task_adapted", -1),
+        "frozen_backbone": ("frozen_backbone", -1),
+        f"frozen_backbone_layer{early}": ("frozen_backbone", early),
+    }
     result = {}
     for m in (1, 5, 10):
         for label, (space, layer) in spaces.items():
@@ -465,15 +474,21 @@ def main() -> None:
 def write(results: dict, args, wall_seconds: float) -> None:
     output = {
         "setting": {
-            "streams": STREAMS, "seeds": args.seeds, "text_train": args.text_train, "text_test": args.text_test,
-            "signatures": SIGNATURES, "r": 8, "lora_alpha": 16, "optimizer": "AdamW, constant LR, no weight decay",
+            "streams": STREAMS,
+            "seeds": args.seeds,
+            "text_train": args.text_train,
+            "text_test": args.text_test,
+            "signatures": SIGNATURES,
+            "r": 8,
+            "lora_alpha": 16,
+            "optimizer": "AdamW, constant LR, no weight decay",
         },
         "machine": machine(args.device),
         "versions": versions(),
         "results": results,
         "goals": goals(results) if "text" in results else {},
         "wall_seconds": wall_seconds,
-    }  # fmt: skip
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".json").write_text(json.dumps(output, indent=2))
     args.output.with_suffix(".md").write_text(render_markdown(output))
@@ -520,8 +535,12 @@ def render_markdown(output: dict) -> str:
             "",
         ]
         if "latency" in first:
-            lines += ["Task-free forward time / forward with given task ids (batch 32, seed-0 run):", "",
-                      "| space | 1 task | 5 tasks | 10 tasks |", "|---|---|---|---|"]  # fmt: skip
+            lines += [
+                "Task-free forward time / forward with given task ids (batch 32, seed-0 run):",
+                "",
+                "| space | 1 task | 5 tasks | 10 tasks |",
+                "|---|---|---|---|",
+            ]
             spaces = sorted({key.split("@")[0] for key in first["latency"]})
             for space in spaces:
                 lines.append(

@@ -75,9 +75,13 @@ def vision_setting(seed: int):
     source = load_digits_dataset([0, 1, 2, 3, 4], image_size=16, seed=seed)["train"]
     target = load_digits_dataset([5, 6, 7, 8, 9], image_size=16, train_per_class=10, seed=seed)
     config = ResNetConfig(
-        num_channels=1, embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1], layer_type="basic",
+        num_channels=1,
+        embedding_size=16,
+        hidden_sizes=[16, 32, 64],
+        depths=[1, 1, 1],
+        layer_type="basic",
         num_labels=5,
-    )  # fmt: skip
+    )
     set_seed(seed)
     return ResNetForImageClassification(config), source, target["train"], target["test"], default_data_collator
 
@@ -134,9 +138,13 @@ def run_setting(setting: str, seed: int, workdir: Path, device: str) -> dict:
     recipe = SETTINGS[setting]
     model, source, target_train, target_test, collate = make(seed)
     args = training_arguments(
-        str(workdir / "scratch"), device, num_train_epochs=recipe["epochs"], learning_rate=recipe["learning_rate"],
-        per_device_train_batch_size=recipe["batch_size"], seed=seed,
-    )  # fmt: skip
+        str(workdir / "scratch"),
+        device,
+        num_train_epochs=recipe["epochs"],
+        learning_rate=recipe["learning_rate"],
+        per_device_train_batch_size=recipe["batch_size"],
+        seed=seed,
+    )
     start = time.perf_counter()
     checkpoints = collect_trajectory(
         model, source, args, workdir / "trajectory", r=R, num_sessions=SESSIONS, seed=seed, data_collator=collate
@@ -144,9 +152,13 @@ def run_setting(setting: str, seed: int, workdir: Path, device: str) -> dict:
     trajectory_seconds = time.perf_counter() - start
     predictor = KnowPredictor.from_pretrained()
     target_args = training_arguments(
-        str(workdir / "scratch"), device, num_train_epochs=recipe["target_epochs"], learning_rate=recipe["target_lr"],
-        per_device_train_batch_size=recipe["batch_size"], seed=seed,
-    )  # fmt: skip
+        str(workdir / "scratch"),
+        device,
+        num_train_epochs=recipe["target_epochs"],
+        learning_rate=recipe["target_lr"],
+        per_device_train_batch_size=recipe["batch_size"],
+        seed=seed,
+    )
     runs = [("naive", 0)] + [(name, steps) for name in FITTED for steps in STEPS]
     result = {"trajectory_seconds": trajectory_seconds, "accuracy": {}}
     for name, steps in runs:
@@ -179,8 +191,10 @@ print(json.dumps({"seconds": seconds, "max_rss_mb": peak_kb / 1024}))
 def measure_predict(checkpoints: list[str], output: Path, predictor: str, parameters: int) -> dict:
     process = subprocess.run(
         [sys.executable, "-c", PREDICT_CODE, json.dumps(checkpoints), str(output), predictor],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     measured = json.loads(process.stdout.strip().splitlines()[-1])
     shutil.rmtree(output, ignore_errors=True)
     return {**measured, "parameters": parameters, "parameters_per_second": parameters / measured["seconds"]}
@@ -365,9 +379,13 @@ def text_trajectory(workdir: Path, device: str) -> list[str]:
     model, source, _, _, collate = text_setting(0)
     recipe = SETTINGS["text"]
     args = training_arguments(
-        str(workdir / "scratch"), device, num_train_epochs=recipe["epochs"], learning_rate=recipe["learning_rate"],
-        per_device_train_batch_size=recipe["batch_size"], seed=0,
-    )  # fmt: skip
+        str(workdir / "scratch"),
+        device,
+        num_train_epochs=recipe["epochs"],
+        learning_rate=recipe["learning_rate"],
+        per_device_train_batch_size=recipe["batch_size"],
+        seed=0,
+    )
     return collect_trajectory(
         model, source, args, workdir / "trajectory", r=R, num_sessions=SESSIONS, data_collator=collate
     )
@@ -379,10 +397,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--parts", nargs="+", default=["accuracy", "cost"], choices=["accuracy", "cost", "report"],
+        "--parts",
+        nargs="+",
+        default=["accuracy", "cost"],
+        choices=["accuracy", "cost", "report"],
         help="Run one part alone to keep timings away from other load; the other part's results are kept. "
         "'report' only rewrites the results files from know.json.",
-    )  # fmt: skip
+    )
     parser.add_argument("--synthetic-layers", type=int, default=60, help="[width, width] matrices in the 1B set.")
     parser.add_argument("--synthetic-width", type=int, default=4096)
     args = parser.parse_args()
@@ -390,9 +411,12 @@ def main() -> None:
         parser.error(f"The text setting reads {TINYLLM}, which does not exist; run with --settings vision.")
     previous = json.loads((RESULTS / "know.json").read_text()) if (RESULTS / "know.json").is_file() else {}
     report = {
-        "machine": machine(args.device), "versions": versions(), "seeds": previous.get("seeds", args.seeds),
-        "runs": previous.get("runs", {}), "cost": previous.get("cost", {}),
-    }  # fmt: skip
+        "machine": machine(args.device),
+        "versions": versions(),
+        "seeds": previous.get("seeds", args.seeds),
+        "runs": previous.get("runs", {}),
+        "cost": previous.get("cost", {}),
+    }
     with tempfile.TemporaryDirectory(prefix="know-bench-") as tmp:
         if "accuracy" in args.parts:
             report["seeds"], report["runs"] = args.seeds, {s: [] for s in args.settings}

@@ -49,9 +49,13 @@ def prepare(model, name: str):
 
 def resnet(num_labels: int) -> ResNetForImageClassification:
     config = ResNetConfig(
-        num_channels=1, embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1], layer_type="basic",
+        num_channels=1,
+        embedding_size=16,
+        hidden_sizes=[16, 32, 64],
+        depths=[1, 1, 1],
+        layer_type="basic",
         num_labels=num_labels,
-    )  # fmt: skip
+    )
     return ResNetForImageClassification(config)
 
 

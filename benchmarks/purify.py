@@ -76,8 +76,12 @@ def option_ranking_accuracy(model, tokenizer, dataset, prefix: str, max_source_l
     model.eval()
     hits = 0
     for row in dataset:
-        source = tokenizer(task_prompt(prefix, row["question"], row["choices"]), truncation=True,
-                           max_length=max_source_length, return_tensors="pt")  # fmt: skip
+        source = tokenizer(
+            task_prompt(prefix, row["question"], row["choices"]),
+            truncation=True,
+            max_length=max_source_length,
+            return_tensors="pt",
+        )
         targets = tokenizer(row["choices"], padding=True, return_tensors="pt")["input_ids"][:, 1:]
         labels = targets.masked_fill(targets == tokenizer.pad_token_id, -100)
         n = len(row["choices"])
@@ -104,13 +108,24 @@ def train_student(name, train, test, teachers, seed, args, purifier=None, select
     model, tokenizer = build_student(seed)
     with tempfile.TemporaryDirectory() as tmp:
         config = PurifiedSeq2SeqDistillConfig(
-            output_dir=tmp, distill_mode=mode, num_train_epochs=args.epochs, per_device_train_batch_size=16,
-            per_device_eval_batch_size=64, learning_rate=args.learning_rate, lr_scheduler_type="constant",
-            max_source_length=64, max_target_length=32, seed=seed, data_seed=seed, disable_tqdm=True, use_cpu=True,
+            output_dir=tmp,
+            distill_mode=mode,
+            num_train_epochs=args.epochs,
+            per_device_train_batch_size=16,
+            per_device_eval_batch_size=64,
+            learning_rate=args.learning_rate,
+            lr_scheduler_type="constant",
+            max_source_length=64,
+            max_target_length=32,
+            seed=seed,
+            data_seed=seed,
+            disable_tqdm=True,
+            use_cpu=True,
             logging_steps=1000,
-        )  # fmt: skip
-        trainer = PurifiedSeq2SeqDistillTrainer(model, config, train, test, tokenizer, teachers=teachers,
-                                                purifier=purifier, selector=selector)  # fmt: skip
+        )
+        trainer = PurifiedSeq2SeqDistillTrainer(
+            model, config, train, test, tokenizer, teachers=teachers, purifier=purifier, selector=selector
+        )
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
@@ -190,9 +205,11 @@ def summarise(domains: list[dict]) -> dict:
         }
         ratios = [
             r["train_seconds_per_epoch"] / b["train_seconds_per_epoch"]
-            for d in domains for r in d["runs"] for b in d["runs"]
+            for d in domains
+            for r in d["runs"]
+            for b in d["runs"]
             if r["setting"] == s and b["setting"] == baseline and r["seed"] == b["seed"]
-        ]  # fmt: skip
+        ]
         summary["time_ratio_vs_all_teachers"][s] = statistics.mean(ratios)
     for metric in ("exact_match", "option_ranking"):
         best = max(routers, key=lambda s: table[s][metric])
@@ -214,8 +231,10 @@ def write_report(result: dict) -> None:
         )
     lines += ["", "| router | CMV (exact match) | CMV (option ranking) | time / all-teachers |", "|---|---|---|---|"]
     for s, cmv in summary["cmv"].items():
-        lines.append(f"| {s} | {cmv['exact_match']:+.4f} | {cmv['option_ranking']:+.4f} | "
-                     f"{summary['time_ratio_vs_all_teachers'][s]:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {s} | {cmv['exact_match']:+.4f} | {cmv['option_ranking']:+.4f} | "
+            f"{summary['time_ratio_vs_all_teachers'][s]:.3f} |"
+        )
     lines += ["", "Purifier agreement with the support-best teacher on test rows:", ""]
     names = list(dict.fromkeys(k.split(" (")[0] for d in result["domains"] for k in d["purifier_agreement"]))
     lines += ["| domain | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]

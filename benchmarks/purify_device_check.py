@@ -72,9 +72,18 @@ def run_case(name: str, student: str, device: str, bf16: bool, **options) -> dic
     model = tiny_t5(len(tokenizer), d_model=64) if student == "t5" else tiny_llama_student(len(tokenizer), 64)
     config_options = {key: options.pop(key) for key in ("padding_free", "max_length") if key in options}
     with tempfile.TemporaryDirectory() as tmp:
-        common = dict(output_dir=tmp, per_device_train_batch_size=32, learning_rate=3e-3, num_train_epochs=20,
-                      rationale_weight=0.5, disable_tqdm=True, seed=0, bf16=bf16, use_cpu=device == "cpu",
-                      logging_steps=1000)  # fmt: skip
+        common = dict(
+            output_dir=tmp,
+            per_device_train_batch_size=32,
+            learning_rate=3e-3,
+            num_train_epochs=20,
+            rationale_weight=0.5,
+            disable_tqdm=True,
+            seed=0,
+            bf16=bf16,
+            use_cpu=device == "cpu",
+            logging_steps=1000,
+        )
         if student == "t5":
             trainer = PurifiedSeq2SeqDistillTrainer(
                 model, PurifiedSeq2SeqDistillConfig(**common), train, test, tokenizer, **options
@@ -119,14 +128,26 @@ def main() -> None:
     adder = SingleTeacher(TEACHERS, "adder")
     cases = [
         run_case("causal, full", "llama", args.device, bf16, purifier=adder),
-        run_case("causal, LoRA r=8", "llama", args.device, bf16, purifier=adder,
-                 peft_config=LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")),
-        run_case("causal, padding-free", "llama", args.device, bf16, purifier=adder, padding_free=True,
-                 max_length=None),
-        run_case("causal, RL selector", "llama", args.device, bf16,
-                 selector=ReinforceSelector(TEACHERS, tiny_sentence_encoder(encoder_tokenizer))),
+        run_case(
+            "causal, LoRA r=8",
+            "llama",
+            args.device,
+            bf16,
+            purifier=adder,
+            peft_config=LoraConfig(r=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+        ),
+        run_case(
+            "causal, padding-free", "llama", args.device, bf16, purifier=adder, padding_free=True, max_length=None
+        ),
+        run_case(
+            "causal, RL selector",
+            "llama",
+            args.device,
+            bf16,
+            selector=ReinforceSelector(TEACHERS, tiny_sentence_encoder(encoder_tokenizer)),
+        ),
         run_case("T5, full", "t5", args.device, bf16, purifier=adder),
-    ]  # fmt: skip
+    ]
     result = {"machine": machine(args.device), "versions": {**versions(), "trl": trl.__version__}, "cases": cases}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2))

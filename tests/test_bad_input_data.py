@@ -79,8 +79,15 @@ def test_purify_script_validates_train_and_eval_data_before_building_anything(tm
     good = toy_rationale_data(8)
     bad = Dataset.from_dict({**good.to_dict(), "answer": [*good["answer"][:3], "nope", *good["answer"][4:]]})
     DatasetDict(train=good, test=bad).save_to_disk(tmp_path / "data")
-    result = purify(tmp_path, "--dataset_name", str(tmp_path / "data"), "--teachers", *TOY_TEACHERS,
-                    "--model_name_or_path", str(tmp_path / "never-read"))  # fmt: skip
+    result = purify(
+        tmp_path,
+        "--dataset_name",
+        str(tmp_path / "data"),
+        "--teachers",
+        *TOY_TEACHERS,
+        "--model_name_or_path",
+        str(tmp_path / "never-read"),
+    )
     # The eval set is validated (row 3 named) before the student (a path that does not exist) is ever loaded.
     assert result.returncode != 0 and "row 3 (id" in result.stderr and "'nope'" in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "out").exists()

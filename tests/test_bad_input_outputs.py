@@ -39,8 +39,11 @@ def refused(call, match, *folders):
 def test_predict_refuses_outputs_that_overlap_its_inputs(trajectory, monkeypatch):
     root, folders = trajectory
     predictor = KnowPredictor()
-    for output, relation in [(folders[-1], "is the input"), (root, "contains the input"),
-                             (folders[0] / "out", "is inside the input")]:  # fmt: skip
+    for output, relation in [
+        (folders[-1], "is the input"),
+        (root, "contains the input"),
+        (folders[0] / "out", "is inside the input"),
+    ]:
         refused(lambda o=output: predictor.predict(folders, 1, o, predictor="naive"), relation, root)
     monkeypatch.chdir(root)
     refused(lambda: predictor.predict(folders, 1, ".", predictor="naive"), "contains the input", root)
@@ -175,9 +178,21 @@ def test_know_predict_script_refuses_an_input_as_output(trajectory, hub):
     root, folders = trajectory
     before = snapshot(root)
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "trainers" / "know.py"), "predict", "--predictor", "naive",
-         "--checkpoints", *map(str, folders), "--output_dir", str(folders[-1])],
-        env={**os.environ, **hub.env}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO_ROOT / "trainers" / "know.py"),
+            "predict",
+            "--predictor",
+            "naive",
+            "--checkpoints",
+            *map(str, folders),
+            "--output_dir",
+            str(folders[-1]),
+        ],
+        env={**os.environ, **hub.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0 and "is the input" in result.stderr, result.stderr[-2000:]
     assert snapshot(root) == before

@@ -41,9 +41,13 @@ def test_log_likelihood_is_the_fitted_mixture_density(kind, covariance_type):
     signature_type = "gmm" if kind is GaussianMixture else "dpgmm"
     signature = fit_signature(x, signature_type, max_components=3, covariance_type=covariance_type)
     reference = kind(
-        n_components=3, covariance_type=covariance_type, reg_covar=1e-4, random_state=0, max_iter=500,
+        n_components=3,
+        covariance_type=covariance_type,
+        reg_covar=1e-4,
+        random_state=0,
+        max_iter=500,
         **({"weight_concentration_prior_type": "dirichlet_process"} if kind is BayesianGaussianMixture else {}),
-    ).fit(x.numpy())  # fmt: skip
+    ).fit(x.numpy())
     to_matrix = {"full": lambda c: c, "diag": np.diag, "spherical": lambda c: c * np.eye(D)}[covariance_type]
     covariances = [to_matrix(c) for c in reference.covariances_]
     density = sum(

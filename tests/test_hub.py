@@ -22,10 +22,17 @@ CARD_DATA = {
     "metrics": ["accuracy"],
 }
 CARD_VARS = dict(
-    model_name="m", repo_id="tester/m", base_model="tester/base", method="projection", num_projected_layers=3,
-    trainable_parameters="10", total_parameters="100", modules_to_save="classifier", dataset="digits",
+    model_name="m",
+    repo_id="tester/m",
+    base_model="tester/base",
+    method="projection",
+    num_projected_layers=3,
+    trainable_parameters="10",
+    total_parameters="100",
+    modules_to_save="classifier",
+    dataset="digits",
     metrics={"accuracy": "0.9"},
-)  # fmt: skip
+)
 
 
 def test_render_card_has_hub_metadata():
@@ -49,8 +56,11 @@ def test_push_and_pull_revisions_with_small_and_lfs_files(tmp_path, hub):
     stored = hub.state.repo("model", "tester/pushed").resolve(second.oid).files
     assert stored["sub/weights.safetensors"].lfs and not stored["config.json"].lfs
     assert sorted(HfApi().list_repo_files("tester/pushed", revision="session-1")) == [
-        ".gitattributes", "README.md", "config.json", "sub/weights.safetensors"
-    ]  # fmt: skip
+        ".gitattributes",
+        "README.md",
+        "config.json",
+        "sub/weights.safetensors",
+    ]
     for revision, expected in [("session-0", 1), (first.oid, 1), ("session-1", 2), (second.oid, 2)]:
         local = pull("tester/pushed", revision=revision, local_dir=tmp_path / f"pulled-{revision}")
         assert (local / "config.json").read_text() == f'{{"a": {expected}}}'
@@ -69,8 +79,9 @@ def test_pull_keeps_previous_output_when_download_fails(tmp_path, hub):
     with pytest.raises(HfHubHTTPError):
         pull("tester/does-not-exist", local_dir=target)
     assert (target / "old.txt").read_text() == "previous" and sorted(p.name for p in tmp_path.iterdir()) == [
-        "kept", "source"
-    ]  # fmt: skip
+        "kept",
+        "source",
+    ]
 
 
 def test_token_is_honoured(tmp_path):
@@ -92,8 +103,9 @@ def test_templates_ship_in_the_wheel(tmp_path):
     find the shipped metric modules and default KNOWN hyper-model."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", REPO_ROOT],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     wheel = next((tmp_path / "dist").glob("hf_know-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)

@@ -30,9 +30,15 @@ def test_known_net_has_the_papers_size_and_fast_path_matches():
 
 @pytest.mark.parametrize(
     ("shape", "any_kernel", "only_3x3"),
-    [((8, 3, 3, 3), "conv", "conv"), ((8, 3, 1, 1), "conv", "fc"), ((8, 3, 7, 7), "conv", "fc"), ((10, 20), "fc", "fc"),
-     ((8, 3, 5), "conv", "fc"), ((10,), "bias", "bias")],
-)  # fmt: skip
+    [
+        ((8, 3, 3, 3), "conv", "conv"),
+        ((8, 3, 1, 1), "conv", "fc"),
+        ((8, 3, 7, 7), "conv", "fc"),
+        ((10, 20), "fc", "fc"),
+        ((8, 3, 5), "conv", "fc"),
+        ((10,), "bias", "bias"),
+    ],
+)
 def test_tensor_kind_rules(shape, any_kernel, only_3x3):
     assert tensor_kind(shape, "any_kernel") == any_kernel
     assert tensor_kind(shape, "3x3_only") == only_3x3

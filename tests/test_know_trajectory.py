@@ -23,9 +23,16 @@ def text_dataset(n=48):
 
 def arguments(tmp_path, **kwargs):
     return TrainingArguments(
-        output_dir=str(tmp_path / "scratch"), per_device_train_batch_size=8, num_train_epochs=1, learning_rate=1e-3,
-        report_to="none", save_strategy="no", use_cpu=True, seed=0, **kwargs,
-    )  # fmt: skip
+        output_dir=str(tmp_path / "scratch"),
+        per_device_train_batch_size=8,
+        num_train_epochs=1,
+        learning_rate=1e-3,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        seed=0,
+        **kwargs,
+    )
 
 
 def weights(folder):
@@ -70,8 +77,10 @@ def test_sessions_nested_resumable_and_deterministic(tmp_path):
             model, dataset, arguments(tmp_path), tmp_path / "b", num_sessions=4, callbacks=[Interrupt(12)]
         )
     assert sorted(p.name for p in (tmp_path / "b").iterdir() if not p.name.startswith(".hf-know")) == [
-        "session-0", "session-1", "trajectory.json"
-    ]  # fmt: skip
+        "session-0",
+        "session-1",
+        "trajectory.json",
+    ]
     before = (tmp_path / "b" / "session-1" / "model.safetensors").stat().st_mtime_ns
     # Resume with a fresh model: finished sessions are not redone, and the result equals the uninterrupted run.
     torch.manual_seed(123)
@@ -89,9 +98,15 @@ def test_per_session_schedule_and_given_full_data_model(tmp_path):
     model = tiny_bert(num_labels=2)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     collect_trajectory(
-        model, dataset, arguments(tmp_path), tmp_path / "t", num_sessions=3, train_first_session=False,
-        session_epochs=[1, 2, 3], session_learning_rates=[1e-3, 5e-4, 2.5e-4],
-    )  # fmt: skip
+        model,
+        dataset,
+        arguments(tmp_path),
+        tmp_path / "t",
+        num_sessions=3,
+        train_first_session=False,
+        session_epochs=[1, 2, 3],
+        session_learning_rates=[1e-3, 5e-4, 2.5e-4],
+    )
     session0 = weights(tmp_path / "t" / "session-0")
     assert torch.equal(session0["classifier.weight"], initial["classifier.weight"])  # taken as is
     record = json.loads((tmp_path / "t" / "session-2" / SESSION_FILE).read_text())
@@ -103,24 +118,38 @@ def test_per_session_schedule_and_given_full_data_model(tmp_path):
 def test_sessions_on_hub_branches_and_resume_from_the_hub(tmp_path, hub):
     dataset = text_dataset()
     specs = collect_trajectory(
-        tiny_bert(num_labels=2), dataset, arguments(tmp_path), tmp_path / "t", num_sessions=3,
+        tiny_bert(num_labels=2),
+        dataset,
+        arguments(tmp_path),
+        tmp_path / "t",
+        num_sessions=3,
         hub_model_id="tester/forgetting",
-    )  # fmt: skip
+    )
     assert specs == ["tester/forgetting@session-2", "tester/forgetting@session-1", "tester/forgetting@session-0"]
     branches = {b.name for b in HfApi().list_repo_refs("tester/forgetting").branches}
     assert {"session-0", "session-1", "session-2"} <= branches
     # A run that stopped after saving a session but before pushing it pushes that session when resumed.
     HfApi().delete_branch("tester/forgetting", branch="session-2")
     collect_trajectory(
-        tiny_bert(num_labels=2), dataset, arguments(tmp_path), tmp_path / "t", num_sessions=3,
-        hub_model_id="tester/forgetting", callbacks=[Interrupt(len(dataset))],
-    )  # fmt: skip
+        tiny_bert(num_labels=2),
+        dataset,
+        arguments(tmp_path),
+        tmp_path / "t",
+        num_sessions=3,
+        hub_model_id="tester/forgetting",
+        callbacks=[Interrupt(len(dataset))],
+    )
     assert "session-2" in {b.name for b in HfApi().list_repo_refs("tester/forgetting").branches}
     # On another machine (fresh output_dir): every session is pulled from the Hub, none retrained.
     torch.manual_seed(5)
     collect_trajectory(
-        tiny_bert(num_labels=2), dataset, arguments(tmp_path), tmp_path / "elsewhere", num_sessions=3,
-        hub_model_id="tester/forgetting", callbacks=[Interrupt(len(dataset))],
-    )  # fmt: skip
+        tiny_bert(num_labels=2),
+        dataset,
+        arguments(tmp_path),
+        tmp_path / "elsewhere",
+        num_sessions=3,
+        hub_model_id="tester/forgetting",
+        callbacks=[Interrupt(len(dataset))],
+    )
     a, b = weights(tmp_path / "t" / "session-2"), weights(tmp_path / "elsewhere" / "session-2")
     assert all(torch.equal(a[name], b[name]) for name in a)

@@ -159,9 +159,15 @@ def test_training_under_transformers_trainer_moves_only_gammas_and_head(tmp_path
         "torch"
     )
     args = TrainingArguments(
-        output_dir=str(tmp_path), num_train_epochs=2, per_device_train_batch_size=8, learning_rate=0.05,
-        report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True,
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        num_train_epochs=2,
+        per_device_train_batch_size=8,
+        learning_rate=0.05,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     Trainer(model=model, args=args, train_dataset=data).train()
     moved = [g for g in gammas(model).values() if not torch.equal(g, torch.ones_like(g))]
     assert len(moved) == len(gammas(model))

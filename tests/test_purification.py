@@ -57,8 +57,15 @@ def right_teacher_share(purified) -> float:
 
 
 def config(tmp_path, **kwargs) -> PurifiedDistillConfig:
-    defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=16, learning_rate=3e-3, disable_tqdm=True,
-                    use_cpu=True, num_train_epochs=1, report_to="none")  # fmt: skip
+    defaults = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=16,
+        learning_rate=3e-3,
+        disable_tqdm=True,
+        use_cpu=True,
+        num_train_epochs=1,
+        report_to="none",
+    )
     return PurifiedDistillConfig(**{**defaults, **kwargs})
 
 
@@ -70,9 +77,14 @@ def test_teacher_scores_from_unforced_answers_and_from_rationale_support(toy):
     assert (scores[plus, 0] == 1).all() and (scores[~plus, 0] == -1).all()
     assert scores[:, 1].isnan().sum() == 12  # every 8th row lacks the multiplier's rationale
     rows = Dataset.from_dict(
-        {"question": ["q"], "choices": [["12", "7", "9"]], "answer": ["7"],
-         "rationales": [["we add to get 7", "we multiply to get 12", ""]], "teacher_answers": [["", "", ""]]}
-    )  # fmt: skip
+        {
+            "question": ["q"],
+            "choices": [["12", "7", "9"]],
+            "answer": ["7"],
+            "rationales": [["we add to get 7", "we multiply to get 12", ""]],
+            "teacher_answers": [["", "", ""]],
+        }
+    )
     with pytest.raises(ValueError, match="no unforced teacher_answers"):
         teacher_scores(rows)
     support = teacher_scores(rows, encoder)[0]
@@ -80,8 +92,9 @@ def test_teacher_scores_from_unforced_answers_and_from_rationale_support(toy):
 
 
 # ---- routers -------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("cls", "threshold"), [(PlackettLuceRouter, 0.65), (ClassifierRouter, 0.75),
-                                                (SimilarityRouter, 0.75)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("cls", "threshold"), [(PlackettLuceRouter, 0.65), (ClassifierRouter, 0.75), (SimilarityRouter, 0.75)]
+)
 def test_routers_learn_which_teacher_to_trust_from_the_question(toy, cls, threshold):
     train, test, _, encoder = toy
     purified = cls(TEACHERS, encoder).fit(train).purify(test)

@@ -16,10 +16,14 @@ CHOICES = ["red", "green", "blue"]
 
 def rows(**overrides):
     row = {
-        "id": "q1", "question": "Which colour is grass?", "choices": CHOICES, "answer": "green",
-        "rationales": ["Grass is green. Thus, the answer is (b) green", ""], "teacher_answers": ["green", ""],
+        "id": "q1",
+        "question": "Which colour is grass?",
+        "choices": CHOICES,
+        "answer": "green",
+        "rationales": ["Grass is green. Thus, the answer is (b) green", ""],
+        "teacher_answers": ["green", ""],
         "stated_answers": ["green", ""],
-    }  # fmt: skip
+    }
     row.update(overrides)
     second = {**row, "id": "q2", "rationales": ["", "Sky colours."]}
     return Dataset.from_dict({k: [row[k], second[k]] for k in row})

@@ -50,16 +50,25 @@ def seq2seq(data, d_model=32):
 
 
 def config(tmp_path, seq2seq_student=False, **kwargs):
-    defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=16, learning_rate=3e-3, disable_tqdm=True,
-                    num_train_epochs=1, seed=0)  # fmt: skip
+    defaults = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=16,
+        learning_rate=3e-3,
+        disable_tqdm=True,
+        num_train_epochs=1,
+        seed=0,
+    )
     cls = PurifiedSeq2SeqDistillConfig if seq2seq_student else PurifiedDistillConfig
     return cls(**{**defaults, **kwargs})
 
 
 def trainer_for(student, tmp_path, train, test=None, **kwargs):
     model, tokenizer = causal(train) if student == "llama" else seq2seq(train)
-    options = {key: kwargs.pop(key) for key in ("purifier", "selector", "teachers", "peft_config", "compute_metrics")
-               if key in kwargs}  # fmt: skip
+    options = {
+        key: kwargs.pop(key)
+        for key in ("purifier", "selector", "teachers", "peft_config", "compute_metrics")
+        if key in kwargs
+    }
     options.setdefault("purifier", SingleTeacher(TEACHERS, "adder"))
     if student == "llama":
         return PurifiedDistillTrainer(model, config(tmp_path, **kwargs), train, test, tokenizer, **options)
@@ -147,8 +156,16 @@ def test_students_learn_and_the_eval_loop_reports_loss_accuracy_and_metrics(toy,
     train, _ = toy
     rows = train.select(range(16))
     compute_metrics, calls = count_calls(None)
-    trainer = trainer_for(student, tmp_path, rows, rows, num_train_epochs=100, learning_rate=1e-2,
-                          lr_scheduler_type="constant", compute_metrics=compute_metrics)  # fmt: skip
+    trainer = trainer_for(
+        student,
+        tmp_path,
+        rows,
+        rows,
+        num_train_epochs=100,
+        learning_rate=1e-2,
+        lr_scheduler_type="constant",
+        compute_metrics=compute_metrics,
+    )
     before = trainer.evaluate()
     assert {"eval_loss", "eval_answer_accuracy", "eval_examples"} <= set(before) and calls == [16]
     trainer.train()
@@ -209,16 +226,28 @@ def test_trainers_refuse_bad_setups(toy, tmp_path):
     with pytest.raises(ValueError, match="needs a 'rationale' column in train_dataset or a purifier"):
         PurifiedDistillTrainer(model, config(tmp_path), train, processing_class=tokenizer)
     with pytest.raises(ValueError, match=r"routes among \['a', 'b'\], but the data has teachers"):
-        PurifiedDistillTrainer(model, config(tmp_path), train, processing_class=tokenizer, teachers=TEACHERS,
-                               purifier=SingleTeacher(["a", "b"], "a"))  # fmt: skip
+        PurifiedDistillTrainer(
+            model,
+            config(tmp_path),
+            train,
+            processing_class=tokenizer,
+            teachers=TEACHERS,
+            purifier=SingleTeacher(["a", "b"], "a"),
+        )
     with pytest.raises(ValueError, match="distill_mode='typo'"):
         config(tmp_path, distill_mode="typo")
     with pytest.raises(ValueError, match="packed sequences mix tasks"):
         config(tmp_path, packing=True, rationale_weight=0.5)
     bad = train.select(range(4)).map(lambda r: {"answer": "42!"})
     with pytest.raises(ValueError, match=r"row 0 \(id 'toy-0'\): the gold answer '42!' is not among its choices"):
-        PurifiedDistillTrainer(model, config(tmp_path), bad, processing_class=tokenizer, teachers=TEACHERS,
-                               purifier=SingleTeacher(TEACHERS, "adder"))  # fmt: skip
+        PurifiedDistillTrainer(
+            model,
+            config(tmp_path),
+            bad,
+            processing_class=tokenizer,
+            teachers=TEACHERS,
+            purifier=SingleTeacher(TEACHERS, "adder"),
+        )
     with pytest.raises(ValueError, match=r"row 0 \(id 'toy-0'\)"):
         PurifiedDistillTrainer(
             model, config(tmp_path), train, bad, tokenizer, purifier=SingleTeacher(TEACHERS, "adder")

@@ -20,11 +20,19 @@ def test_accelerate_launch_two_processes_runs_the_stream_and_pushes(tmp_path, hu
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
     run(
         [
-            *launch, str(REPO_ROOT / "trainers" / "continual.py"), "--config", "configs/continual/tiny.yaml",
-            "--output_dir", str(output), "--push_to_hub", "true", "--hub_model_id", "tester/tiny-continual",
+            *launch,
+            str(REPO_ROOT / "trainers" / "continual.py"),
+            "--config",
+            "configs/continual/tiny.yaml",
+            "--output_dir",
+            str(output),
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "tester/tiny-continual",
         ],
         hub.env,
-    )  # fmt: skip
+    )
     metrics = json.loads((output / "metrics.json").read_text())
     assert [len(row) for row in metrics["accuracy"]] == [1, 2]  # evaluated on every seen task after each task
     assert metrics["task_names"] == ["digits_0_1", "digits_2_3"]

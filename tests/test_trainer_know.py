@@ -18,11 +18,21 @@ def test_collect_to_hub_branches_then_predict_from_revisions_and_push(tmp_path, 
     script = [sys.executable, str(REPO_ROOT / "trainers" / "know.py")]
     run(
         [
-            *script, "collect", "--config", "configs/know/collect_tiny.yaml", "--output_dir", str(tmp_path / "traj"),
-            "--push_to_hub", "true", "--hub_model_id", "tester/know-trajectory", "--disable_tqdm", "true",
+            *script,
+            "collect",
+            "--config",
+            "configs/know/collect_tiny.yaml",
+            "--output_dir",
+            str(tmp_path / "traj"),
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "tester/know-trajectory",
+            "--disable_tqdm",
+            "true",
         ],
         hub.env,
-    )  # fmt: skip
+    )
     sizes = [
         json.loads((tmp_path / "traj" / f"session-{k}" / "know_session.json").read_text())["subset_size"]
         for k in range(5)
@@ -31,11 +41,19 @@ def test_collect_to_hub_branches_then_predict_from_revisions_and_push(tmp_path, 
     revisions = [f"tester/know-trajectory@session-{k}" for k in range(4, -1, -1)]
     run(
         [
-            *script, "predict", "--config", "configs/know/predict_tiny.yaml", "--checkpoints", *revisions,
-            "--output_dir", str(tmp_path / "x8"), "--hub_model_id", "tester/know-x8",
+            *script,
+            "predict",
+            "--config",
+            "configs/know/predict_tiny.yaml",
+            "--checkpoints",
+            *revisions,
+            "--output_dir",
+            str(tmp_path / "x8"),
+            "--hub_model_id",
+            "tester/know-x8",
         ],
         hub.env,
-    )  # fmt: skip
+    )
     record = json.loads((tmp_path / "x8" / "know_prediction.json").read_text())
     assert record["predictor"] == "known" and record["steps"] == 3 and record["r"] == 0.5
     assert record["data_multiplier"] == 8 and record["hypermodel"].startswith("hf-know default")
@@ -50,10 +68,21 @@ def test_collect_to_hub_branches_then_predict_from_revisions_and_push(tmp_path, 
 def test_meta_train_writes_a_loadable_hypermodel(tmp_path):
     report = know.run(
         [
-            "meta-train", "--config", str(REPO_ROOT / "configs/know/meta_train.yaml"), "--output_dir",
-            str(tmp_path / "hm"), "--num_runs", "4", "--pretrain_epochs", "2", "--session_epochs", "1", "--epochs", "2",
+            "meta-train",
+            "--config",
+            str(REPO_ROOT / "configs/know/meta_train.yaml"),
+            "--output_dir",
+            str(tmp_path / "hm"),
+            "--num_runs",
+            "4",
+            "--pretrain_epochs",
+            "2",
+            "--session_epochs",
+            "1",
+            "--epochs",
+            "2",
         ]
-    )  # fmt: skip
+    )
     assert set(report) == {"conv", "fc", "bias"} and all(r["val_l1_known"] > 0 for r in report.values())
     record = json.loads((tmp_path / "hm" / "meta_training.json").read_text())
     assert record["MetaDataConfig"]["num_runs"] == 4 and record["scalars"]["conv"] > 0

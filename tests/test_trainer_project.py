@@ -38,12 +38,21 @@ def test_accelerate_launch_two_processes_trains_saves_and_pushes(tmp_path, hub):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
     run(
         [
-            *launch, script, "--config", "configs/project/tiny.yaml",
-            "--model_name_or_path", str(pretrained), "--output_dir", str(adapter),
-            "--push_to_hub", "true", "--hub_model_id", "tester/tiny-projection",
+            *launch,
+            script,
+            "--config",
+            "configs/project/tiny.yaml",
+            "--model_name_or_path",
+            str(pretrained),
+            "--output_dir",
+            str(adapter),
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "tester/tiny-projection",
         ],
         hub.env,
-    )  # fmt: skip
+    )
     metrics = json.loads((adapter / "metrics.json").read_text())
     assert metrics["trainable_parameters"] < metrics["total_parameters"] / 2
     assert not list(tmp_path.glob(".adapter.tmp-*"))
@@ -65,10 +74,20 @@ def test_accelerate_launch_two_processes_trains_saves_and_pushes(tmp_path, hub):
 
 def test_script_rejects_an_adapter_without_a_pretrained_model(tmp_path):
     result = subprocess.run(
-        [sys.executable, "trainers/project.py", "--config", "configs/project/tiny_pretrain.yaml", "--method",
-         "projection", "--output_dir", str(tmp_path / "x")],
-        cwd=REPO_ROOT, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "trainers/project.py",
+            "--config",
+            "configs/project/tiny_pretrain.yaml",
+            "--method",
+            "projection",
+            "--output_dir",
+            str(tmp_path / "x"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
     assert "method='projection' adapts a pretrained model: set model_name_or_path" in result.stderr
     assert not (tmp_path / "x").exists()

@@ -27,8 +27,21 @@ TEST_ROWS = toy_rationale_data(128).select(range(96, 128))
 def test_accelerate_launch_distils_a_causal_student_pushes_it_with_trls_card(tmp_path, hub):
     output = tmp_path / "student"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", CPU_2PROC]
-    run([*launch, SCRIPT, "--config", TINY, "--output_dir", str(output), "--push_to_hub", "true",
-         "--hub_model_id", "tester/tiny-purified"], hub.env)  # fmt: skip
+    run(
+        [
+            *launch,
+            SCRIPT,
+            "--config",
+            TINY,
+            "--output_dir",
+            str(output),
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "tester/tiny-purified",
+        ],
+        hub.env,
+    )
     metrics = json.loads((output / "metrics.json").read_text())
     assert set(metrics["chosen_teachers"]) <= {"adder", "multiplier"} and "eval_loss" in metrics
     # the pushed student loads with the plain transformers class and its greedy answers give the run's accuracy
@@ -44,16 +57,49 @@ def test_accelerate_launch_distils_a_causal_student_pushes_it_with_trls_card(tmp
     assert "_hf_know_output.json" not in (output / "README.md").read_text()
     # the pushed router is reused as is on the same data: the same rationales are chosen
     reused = tmp_path / "reused"
-    run([sys.executable, SCRIPT, "--config", TINY, "--output_dir", str(reused), "--num_train_epochs", "1",
-         "--router_name_or_path", "tester/tiny-purified-router"], hub.env)  # fmt: skip
+    run(
+        [
+            sys.executable,
+            SCRIPT,
+            "--config",
+            TINY,
+            "--output_dir",
+            str(reused),
+            "--num_train_epochs",
+            "1",
+            "--router_name_or_path",
+            "tester/tiny-purified-router",
+        ],
+        hub.env,
+    )
     assert json.loads((reused / "metrics.json").read_text())["chosen_teachers"] == metrics["chosen_teachers"]
 
 
 def test_use_peft_gives_a_lora_student_that_peft_loads(tmp_path, hub):
     output = tmp_path / "lora"
-    run([*LAUNCH, SCRIPT, "--config", TINY, "--output_dir", str(output), "--use_peft", "--lora_r", "16",
-         "--lora_target_modules", "q_proj", "v_proj", "--num_train_epochs", "2", "--push_to_hub", "true",
-         "--hub_model_id", "tester/tiny-lora"], hub.env)  # fmt: skip
+    run(
+        [
+            *LAUNCH,
+            SCRIPT,
+            "--config",
+            TINY,
+            "--output_dir",
+            str(output),
+            "--use_peft",
+            "--lora_r",
+            "16",
+            "--lora_target_modules",
+            "q_proj",
+            "v_proj",
+            "--num_train_epochs",
+            "2",
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "tester/tiny-lora",
+        ],
+        hub.env,
+    )
     config = json.loads((output / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 16
     train = toy_rationale_data(128).select(range(96))
@@ -65,8 +111,25 @@ def test_use_peft_gives_a_lora_student_that_peft_loads(tmp_path, hub):
 
 def test_the_rl_selector_on_two_processes(tmp_path, hub):
     output = tmp_path / "rl"
-    run([*LAUNCH, SCRIPT, "--config", TINY, "--output_dir", str(output), "--purifier", "reinforce",
-         "--num_train_epochs", "2", "--push_to_hub", "true", "--hub_model_id", "tester/tiny-rl"], hub.env)  # fmt: skip
+    run(
+        [
+            *LAUNCH,
+            SCRIPT,
+            "--config",
+            TINY,
+            "--output_dir",
+            str(output),
+            "--purifier",
+            "reinforce",
+            "--num_train_epochs",
+            "2",
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "tester/tiny-rl",
+        ],
+        hub.env,
+    )
     metrics = json.loads((output / "metrics.json").read_text())
     assert "eval_answer_accuracy" in metrics and sum(metrics["chosen_teachers"].values()) == 96
     assert load_router("tester/tiny-rl-router").method == "reinforce"
@@ -75,8 +138,21 @@ def test_the_rl_selector_on_two_processes(tmp_path, hub):
 def test_an_encoder_decoder_student_through_the_console_entry_point(tmp_path, hub):
     output = tmp_path / "t5"
     hf_know = Path(sys.executable).parent / "hf-know"
-    run([str(hf_know), "purify", "--config", TINY, "--output_dir", str(output), "--student_architecture", "t5",
-         "--purifier", "single_teacher:adder"], hub.env)  # fmt: skip
+    run(
+        [
+            str(hf_know),
+            "purify",
+            "--config",
+            TINY,
+            "--output_dir",
+            str(output),
+            "--student_architecture",
+            "t5",
+            "--purifier",
+            "single_teacher:adder",
+        ],
+        hub.env,
+    )
     metrics = json.loads((output / "metrics.json").read_text())
     student = AutoModelForSeq2SeqLM.from_pretrained(output)
     tokenizer = AutoTokenizer.from_pretrained(output)

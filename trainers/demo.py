@@ -120,16 +120,32 @@ def know_demo(work: Path) -> dict:
     configs = Path(__file__).resolve().parents[1] / "configs" / "know"
     revisions = know.run(
         [
-            "collect", "--config", str(configs / "collect_tiny.yaml"), "--output_dir", str(work / "trajectory"),
-            "--push_to_hub", "true", "--hub_model_id", trajectory_repo, "--disable_tqdm", "true",
+            "collect",
+            "--config",
+            str(configs / "collect_tiny.yaml"),
+            "--output_dir",
+            str(work / "trajectory"),
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            trajectory_repo,
+            "--disable_tqdm",
+            "true",
         ]
-    )  # fmt: skip
+    )
     output = know.run(
         [
-            "predict", "--config", str(configs / "predict_tiny.yaml"), "--checkpoints", *revisions,
-            "--output_dir", str(work / "know-x8"), "--hub_model_id", predicted_repo,
+            "predict",
+            "--config",
+            str(configs / "predict_tiny.yaml"),
+            "--checkpoints",
+            *revisions,
+            "--output_dir",
+            str(work / "know-x8"),
+            "--hub_model_id",
+            predicted_repo,
         ]
-    )  # fmt: skip
+    )
     pulled = AutoModelForImageClassification.from_pretrained(predicted_repo)
     local = AutoModelForImageClassification.from_pretrained(output)
     if any(
@@ -153,9 +169,17 @@ def know_demo(work: Path) -> dict:
 def purification_demo(work: Path) -> dict:
     repo_id = "demo/toy-purified"
     metrics = purify.run(
-        ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "purify" / "tiny.yaml"),
-         "--output_dir", str(work / "purified"), "--push_to_hub", "true", "--hub_model_id", repo_id]
-    )  # fmt: skip
+        [
+            "--config",
+            str(Path(__file__).resolve().parents[1] / "configs" / "purify" / "tiny.yaml"),
+            "--output_dir",
+            str(work / "purified"),
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            repo_id,
+        ]
+    )
     test = toy_rationale_data(128).select(range(96, 128))
     student, tokenizer = AutoModelForCausalLM.from_pretrained(repo_id), AutoTokenizer.from_pretrained(repo_id)
     accuracy = exact_match_accuracy(predict_answers(student, tokenizer, test), test["answer"])

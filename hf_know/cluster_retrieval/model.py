@@ -180,8 +180,11 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
                     f"{len(unexpected)} tensor(s) of the file have no place in this model (another architecture or "
                     f"target_modules?): {unexpected[:5]}"
                 )
-            raise ValueError(f"Adapter {adapter_name!r} (tasks {config.task_names}) does not match this model: "
-                             + "; ".join(problems) + ".")  # fmt: skip
+            raise ValueError(
+                f"Adapter {adapter_name!r} (tasks {config.task_names}) does not match this model: "
+                + "; ".join(problems)
+                + "."
+            )
         broken = [k for k in loaded if remapped[k].is_floating_point() and not torch.isfinite(remapped[k]).all()]
         if broken:
             raise ValueError(

@@ -133,8 +133,9 @@ def _read_json(path: Path, what: str):
         try:
             records.append(json.loads(line)) if line.strip() else None
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: invalid JSON at line {number}, column {error.colno} ({error.msg}); expected "
-                             f"{what}.") from error  # fmt: skip
+            raise ValueError(
+                f"{path}: invalid JSON at line {number}, column {error.colno} ({error.msg}); expected {what}."
+            ) from error
     return records
 
 
@@ -178,8 +179,9 @@ def load_tinyllm(root: str | Path, domain: str, split: str = "train") -> tuple[D
         missing = [key for key in ("id", "question", "choices", "answer") if key not in record]
         if missing or not isinstance(text, str):
             problem = f"lacks the key(s) {missing}" if missing else f"has a rationale of type {type(text).__name__}"
-            raise ValueError(f"{questions} record {index} {problem}; expected id, question, choices, answer and a "
-                             "rationale string.")  # fmt: skip
+            raise ValueError(
+                f"{questions} record {index} {problem}; expected id, question, choices, answer and a rationale string."
+            )
     teachers = list(TINYLLM_TEACHERS if any("llama rationale:" in text for text in texts) else TINYLLM_TEACHERS[:1])
     report = RationaleDataReport(teachers, rows=len(records))
     report.missing_rationales = dict.fromkeys(teachers, 0)
@@ -203,6 +205,12 @@ def load_tinyllm(root: str | Path, domain: str, split: str = "train") -> tuple[D
         for name, value in values.items():
             rows[name].append(value)
     dataset = Dataset.from_dict(rows, features=RATIONALE_FEATURES)
-    logger.info("TinyLLM %s/%s: %d rows; no rationale: %s; stated answer not parsed: %s", domain, split,
-                report.rows, report.missing_rationales, report.unparsed_answers)  # fmt: skip
+    logger.info(
+        "TinyLLM %s/%s: %d rows; no rationale: %s; stated answer not parsed: %s",
+        domain,
+        split,
+        report.rows,
+        report.missing_rationales,
+        report.unparsed_answers,
+    )
     return dataset, report

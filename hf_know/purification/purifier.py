@@ -69,8 +69,12 @@ def select_rationales(
     skipped = {t: int(n) for t, n in zip(teachers, (missing & ~missing.all(1, keepdim=True)).sum(0), strict=True) if n}
     empty = int(missing.all(1).sum())
     if skipped or empty:
-        logger.info("%s: teachers skipped for lack of a rationale: %s; rows with no rationale at all: %d",
-                    method, skipped, empty)  # fmt: skip
+        logger.info(
+            "%s: teachers skipped for lack of a rationale: %s; rows with no rationale at all: %d",
+            method,
+            skipped,
+            empty,
+        )
     return with_purified_columns(dataset, columns)
 
 

@@ -146,8 +146,9 @@ class TeacherRouter(
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The router's card (`model_cards/router.md`): its method, its teachers and how to reuse it."""
-        return render_model_card("router", self._hub_mixin_info.model_card_data, method=self.method,
-                                 teachers=self.teachers)  # fmt: skip
+        return render_model_card(
+            "router", self._hub_mixin_info.model_card_data, method=self.method, teachers=self.teachers
+        )
 
     @classmethod
     def is_saved_folder(cls, folder: Path) -> bool:
@@ -168,8 +169,9 @@ class TeacherRouter(
         self.load_state_dict(state, strict=False)
         expected = {k for k in self.state_dict() if not k.startswith("encoder.")}
         if expected != set(state):
-            raise ValueError(f"Router weights do not match a {self.method} router: expected {sorted(expected)}, "
-                             f"got {sorted(state)}.")  # fmt: skip
+            raise ValueError(
+                f"Router weights do not match a {self.method} router: expected {sorted(expected)}, got {sorted(state)}."
+            )
 
     @classmethod
     def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token, **config):

@@ -86,8 +86,11 @@ class _PurifiedDistillation:
     after every forward."""
 
     _tag_names = ["hf-know", "knowledge-purification", "distillation"]
-    _paper = {"title": "Knowledge Purification in Multi-Teacher Knowledge Distillation for LLMs",
-              "id": "2602.01064", "citation": CITATION}  # fmt: skip
+    _paper = {
+        "title": "Knowledge Purification in Multi-Teacher Knowledge Distillation for LLMs",
+        "id": "2602.01064",
+        "citation": CITATION,
+    }
 
     def _prepare_distillation(self, args, train_dataset, eval_dataset, teachers, purifier, selector):
         """(train examples, eval examples); validates the data and purifies it where needed."""
@@ -98,11 +101,14 @@ class _PurifiedDistillation:
             validate_rationale_data(eval_dataset, self.teachers)
         for component in (purifier, selector):
             if getattr(component, "teachers", self.teachers) != self.teachers:
-                raise ValueError(f"{type(component).__name__} routes among {component.teachers}, but the data has "
-                                 f"teachers {self.teachers}.")  # fmt: skip
+                raise ValueError(
+                    f"{type(component).__name__} routes among {component.teachers}, but the data has "
+                    f"teachers {self.teachers}."
+                )
         if selector is not None and args.distill_mode != "purified":
-            raise ValueError(f"An RL selector purifies while training: use distill_mode='purified', not "
-                             f"{args.distill_mode!r}.")  # fmt: skip
+            raise ValueError(
+                f"An RL selector purifies while training: use distill_mode='purified', not {args.distill_mode!r}."
+            )
         needs_rationale = args.distill_mode == "purified" and selector is None
         if needs_rationale and "rationale" not in train_dataset.column_names:
             if purifier is None:
@@ -200,8 +206,9 @@ class PurifiedDistillTrainer(_PurifiedDistillation, SFTTrainer):
         if selector is not None and args.packing:
             raise ValueError("An RL selector chooses rationales per question, which packing mixes: set packing=False.")
         train, evaluation = self._prepare_distillation(args, train_dataset, eval_dataset, teachers, purifier, selector)
-        super().__init__(model, args, train_dataset=train, eval_dataset=evaluation, processing_class=processing_class,
-                         **kwargs)  # fmt: skip
+        super().__init__(
+            model, args, train_dataset=train, eval_dataset=evaluation, processing_class=processing_class, **kwargs
+        )
         collator = self.data_collator
         if not isinstance(collator, DataCollatorForLanguageModeling):
             raise TypeError(f"PurifiedDistillTrainer builds on trl's language-modeling collator, got {collator!r}.")
@@ -298,8 +305,15 @@ class PurifiedSeq2SeqDistillTrainer(_PurifiedDistillation, Seq2SeqTrainer):
             evaluation = evaluation.map(_tokenize_seq2seq, remove_columns=["prompt", "completion"], **tokenize)
         keep = self.selector_step.keep if self.selector_step is not None else None
         collator = Seq2SeqDistillationCollator(processing_class.pad_token_id, args.rationale_weight, keep)
-        super().__init__(model=model, args=args, data_collator=collator, train_dataset=train, eval_dataset=evaluation,
-                         processing_class=processing_class, **kwargs)  # fmt: skip
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=train,
+            eval_dataset=evaluation,
+            processing_class=processing_class,
+            **kwargs,
+        )
         # The loss is normalised per micro-batch below; the Trainer divides it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.model.add_model_tags(self._tag_names)

@@ -72,8 +72,19 @@ class TrainingArguments(ScriptTrainingArguments):
 
 
 # The fields of `ContinualArguments` that are `ClusterRetrievalAdapterConfig` fields.
-ADAPTER_FIELDS = ("target_modules", "r", "lora_alpha", "composition", "ortho_lambda", "ortho_mode", "signature_type",
-                  "max_components", "retrieval_space", "feature_layer", "pooling")  # fmt: skip
+ADAPTER_FIELDS = (
+    "target_modules",
+    "r",
+    "lora_alpha",
+    "composition",
+    "ortho_lambda",
+    "ortho_mode",
+    "signature_type",
+    "max_components",
+    "retrieval_space",
+    "feature_layer",
+    "pooling",
+)
 
 
 def adapter_config_fields(args: ContinualArguments) -> dict:

@@ -121,8 +121,11 @@ def load_data(args: PurifyArguments):
 def build_student(args: PurifyArguments, model_args: ModelConfig, train):
     """(student, tokenizer): from `model_name_or_path`, else a tiny one built from a config on the data's words."""
     if model_args.model_name_or_path:
-        kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
-                  "quantization_config": get_quantization_config(model_args)}  # fmt: skip
+        kwargs = {
+            "revision": model_args.model_revision,
+            "dtype": model_args.dtype,
+            "quantization_config": get_quantization_config(model_args),
+        }
         config = AutoConfig.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
         auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
@@ -175,8 +178,14 @@ def main(script_args: PurifyArguments, training_args: PurifiedDistillConfig, mod
     push, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
     if push and not hub_model_id:
         raise ValueError("push_to_hub is set but hub_model_id is not: name the Hub repo to push to.")
-    inputs = [script_args.tinyllm_root, script_args.dataset_name, model_args.model_name_or_path,
-              script_args.router_name_or_path, script_args.router_encoder, script_args.aggregator_model]  # fmt: skip
+    inputs = [
+        script_args.tinyllm_root,
+        script_args.dataset_name,
+        model_args.model_name_or_path,
+        script_args.router_name_or_path,
+        script_args.router_encoder,
+        script_args.aggregator_model,
+    ]
     output = dict(kind=OUTPUT_KIND, inputs=inputs, overwrite=script_args.overwrite_output_dir)
     check_output_dir(training_args.output_dir, **output)  # before any work; written atomically at the end
     training_args = dataclasses.replace(training_args, push_to_hub=False)  # pushed once, with the router link

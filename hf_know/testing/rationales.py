@@ -80,8 +80,11 @@ def word_tokenizer(texts: list[str], append_eos: bool = True) -> PreTrainedToken
 
 def rationale_texts(dataset: Dataset) -> list[str]:
     """Every text of a rationale dataset, to build a `word_tokenizer` from."""
-    return [*dataset["question"], *(c for row in dataset["choices"] for c in row),
-            *(r for row in dataset["rationales"] for r in row)]  # fmt: skip
+    return [
+        *dataset["question"],
+        *(c for row in dataset["choices"] for c in row),
+        *(r for row in dataset["rationales"] for r in row),
+    ]
 
 
 def tiny_t5(vocab_size: int, d_model: int = 32) -> T5ForConditionalGeneration:
@@ -103,14 +106,28 @@ def tiny_t5(vocab_size: int, d_model: int = 32) -> T5ForConditionalGeneration:
 
 def tiny_llama_student(vocab_size: int, hidden_size: int = 32) -> LlamaForCausalLM:
     """A two-layer Llama decoder LM (pad 0, eos 1: the `word_tokenizer` ids)."""
-    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, pad_token_id=0,
-                         eos_token_id=1, bos_token_id=1)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+    )
     return LlamaForCausalLM(config)
 
 
 def tiny_sentence_encoder(tokenizer: PreTrainedTokenizerFast, hidden_size: int = 32) -> SentenceEncoder:
     """A randomly initialised two-layer BERT as a `SentenceEncoder`."""
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=2 * hidden_size, pad_token_id=0)  # fmt: skip
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        pad_token_id=0,
+    )
     return SentenceEncoder(BertModel(config), tokenizer)

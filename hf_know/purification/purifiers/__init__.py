@@ -31,8 +31,10 @@ def load_router(name_or_path: str | Path, revision: str | None = None, **kwargs)
     config_file = local if local.is_file() else hf_hub_download(str(name_or_path), CONFIG_NAME, revision=revision)
     method = json.loads(Path(config_file).read_text()).get("method")
     if method not in ROUTERS:
-        raise ValueError(f"{name_or_path} is not an hf-know router: config.json names method={method!r}, expected "
-                         f"one of {sorted(ROUTERS)}.")  # fmt: skip
+        raise ValueError(
+            f"{name_or_path} is not an hf-know router: config.json names method={method!r}, expected "
+            f"one of {sorted(ROUTERS)}."
+        )
     return ROUTERS[method].from_pretrained(name_or_path, revision=revision, **kwargs)
 
 

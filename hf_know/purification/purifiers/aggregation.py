@@ -95,8 +95,9 @@ class AggregationPurifier:
         if self.endpoint:
             texts = [self._chat(p) for p in prompts]
         else:
-            texts = generate_texts(self.model, self.tokenizer, prompts, self.max_new_tokens, self.batch_size,
-                                   desc="aggregate")  # fmt: skip
+            texts = generate_texts(
+                self.model, self.tokenizer, prompts, self.max_new_tokens, self.batch_size, desc="aggregate"
+            )
         empty = [not any(r.strip() for r in row) for row in dataset["rationales"]]
         columns = {
             "rationale": ["" if e else t for t, e in zip(texts, empty, strict=True)],
