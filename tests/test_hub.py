@@ -119,7 +119,7 @@ def test_templates_ship_in_the_wheel(tmp_path):
     )
     code = textwrap.dedent(
         f"""
-        import hf_know, hf_know.hub as hub
+        import pathlib, hf_know, hf_know.hub as hub
         assert hf_know.__file__.startswith({str(site)!r}), hf_know.__file__
         assert "projection" in hub.available_templates()
         card = hub.render_model_card("projection", {CARD_DATA!r}, **{CARD_VARS!r})
@@ -127,6 +127,8 @@ def test_templates_ship_in_the_wheel(tmp_path):
         import hf_know.metrics
         assert hf_know.metrics.available() == ["cmv", "continual_learning"]
         assert "router" in hub.available_templates()
+        from hf_know.scripts import purify  # the scripts behind `hf-know` ship too
+        assert (pathlib.Path(hf_know.__file__).parent / "py.typed").is_file()
         from hf_know.purification.purifiers import load_router  # the purifiers subpackage ships too
         assert "know" in hub.available_templates()
         predictor = hf_know.KnowPredictor.from_pretrained()  # the default hyper-model ships in the wheel
