@@ -23,7 +23,7 @@ class ClusterRetrievalAdapterConfig(PeftConfig):
 
     A stream of tasks is learnt one task at a time (`model.add_task(name)`, train, `model.fit_signature(name,
     loader)`). Task t's update of a targeted weight is composed from its own low-rank pair and the frozen pairs of
-    the earlier tasks (cluster_retrieval.md §3.1):
+    the earlier tasks (PROTEUS, arXiv 2603.13235, adaptive module composition):
 
         ΔW_t = s · (B_t A_t + Σ_{j<t} c_{t,j} B_j A_j),   s = lora_alpha / r
 

@@ -14,7 +14,7 @@ import torch
 from .hypermodel import KnowHyperModel
 
 PREDICTORS = ("naive", "task_vector", "linear", "quadratic", "shrink", "known")
-# Per-step shrink factors of the `shrink` control (know.md section 5: KNOWN's released weights shrink conv kernels by
+# Per-step shrink factors of the `shrink` control (our probe of KNOWN's released weights: they shrink conv kernels by
 # about 20% and FC matrices by about 7% per step); biases are left alone.
 DEFAULT_SHRINK = {"conv": 0.2, "fc": 0.07, "bias": 0.0}
 # Rows KNOWN evaluates at once: small enough for its activations to stay in the CPU cache (fastest measured).

@@ -1,4 +1,5 @@
-"""Meta-training KNOWN: forgetting trajectories of many small networks, and the L1 objective (know.md section 3).
+"""Meta-training KNOWN: forgetting trajectories of many small networks, and the L1 objective (KNOW, arXiv
+2508.05059, and the authors' released training script).
 
 The paper's meta-data are about 50 GB of trajectories of small CNNs on CIFAR-10, MNIST and FashionMNIST; that
 collection and its training script are not released. This module makes the same kind of data from what is offline

@@ -5,7 +5,7 @@ session's weights on D_k, the first `round(r^k |D0|)` examples of one fixed seed
 session ends with one standard checkpoint (`save_pretrained`), a local folder `session-k`, and optionally a branch
 `session-k` of one Hub repo, so the trajectory on the Hub is a repo id plus revisions.
 
-The paper leaves the per-session epochs and learning rate open (know.md section 7). By default every session uses
+The paper leaves the per-session epochs and learning rate open (arXiv 2508.05059). By default every session uses
 the `TrainingArguments`' epochs and learning rate, so a session's cost is proportional to its subset and the whole
 trajectory costs `(1 - r^S) / (1 - r)` times one full-data session, as the paper states; both can be set per session.
 """

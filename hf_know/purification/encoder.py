@@ -2,7 +2,7 @@
 
 Routers embed questions with it, the rationale-support score embeds rationales and options, and the RL selector's
 state is built from it. It is frozen: embeddings are computed once and cached by the callers, which keeps router
-training at CPU scale (the paper fine-tunes an mDeBERTa encoder; see purification.md §2).
+training at CPU scale (the paper fine-tunes an mDeBERTa encoder).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Rationales from your own teachers (purification.md §3, TinyLLM's teacher-forcing chain of thought).
+"""Rationales from your own teachers: TinyLLM's teacher-forcing chain of thought (Tian et al., "Beyond Answers",
+WSDM 2025), as knowledge purification (arXiv 2602.01064) uses it.
 
 Each teacher (a local transformers model and its tokenizer) is run twice per row with `generate`:
 

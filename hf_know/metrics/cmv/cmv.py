@@ -7,7 +7,7 @@ accuracies measured at the same teacher counts n (e.g. n = 2, 3, 4),
 
 Positive values mean the method mitigates the conflict between teachers' rationales; values are in the unit of
 the accuracies (fractions in the paper, e.g. +0.025). Reading the paper through third-party notes, the exact
-formula is inferred (shared/research/purification.md §3).
+formula is inferred from the paper's description (arXiv 2602.01064), not quoted from it.
 """
 
 import datasets

@@ -1,4 +1,4 @@
-"""The five knowledge-purification methods (purification.md §2), all with `purify(dataset)`; the four routing ones
+"""The five knowledge-purification methods (arXiv 2602.01064), all with `purify(dataset)`; the four routing ones
 save, load and push as Hub models (`load_router` picks the class from
 the saved `config.json`)."""
 

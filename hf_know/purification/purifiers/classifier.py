@@ -1,5 +1,5 @@
-"""PLM classifier router (purification.md §2, method 3): question embedding -> 2-layer MLP -> one logit per teacher,
-trained with cross-entropy towards each row's best-scoring teacher(s)."""
+"""PLM classifier router (knowledge purification, arXiv 2602.01064): question embedding -> 2-layer MLP -> one
+logit per teacher, trained with cross-entropy towards each row's best-scoring teacher(s)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plackett-Luce ranking (purification.md §2, method 2): training-free, similarity-weighted, as RouteLLM's
+"""Plackett-Luce ranking (knowledge purification, arXiv 2602.01064): training-free, similarity-weighted, as RouteLLM's
 SW-ranking router.
 
 The reference rows' scores become pairwise comparisons (teacher a beats b on a row where it scores higher). For

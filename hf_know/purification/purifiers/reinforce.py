@@ -1,4 +1,5 @@
-"""RL teacher selection (purification.md §2, method 5), after Reinforced Multi-Teacher Selection (Yuan et al. 2021).
+"""RL teacher selection (knowledge purification, arXiv 2602.01064), after Reinforced Multi-Teacher Selection
+(Yuan et al. 2021).
 
 Per row and teacher the state is s_i = [E(q); E(r_i) * 1(teacher i is right)], and the policy selects teacher i with
 probability sigmoid(w . s_i + b). During distillation each row samples one Bernoulli action per teacher; the

@@ -1,4 +1,4 @@
-"""Similarity-based router (purification.md §2, method 4), after RouterDC (arXiv 2409.19886).
+"""Similarity-based router (knowledge purification, arXiv 2602.01064), after RouterDC (arXiv 2409.19886).
 
 Each teacher has a trainable embedding k_i; P(teacher i | q) = softmax_i(cos(W E(q), k_i) / t). Trained with
 RouterDC's dual contrastive loss:
