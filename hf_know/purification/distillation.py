@@ -82,8 +82,8 @@ def example_token_weights(examples: list[dict], lengths: list[int], rationale_we
 
 class SelectorStep:
     """The RL selector inside a trainer (knowledge purification, arXiv 2602.01064: RL-based teacher selection): per
-    question, the policy samples which teacher's rationale the student trains on; after the step, REINFORCE with reward -L_DL of each chosen rationale
-    (the student's mean token NLL on it) against the batch mean.
+    question, the policy samples which teacher's rationale the student trains on; after the step, REINFORCE with
+    reward -L_DL of each chosen rationale (the student's mean token NLL on it) against the batch mean.
 
     The reward leaves out the question's answer loss L_PR of the paper's -(L_PR + L_DL): under example-level
     batching the answer is in another batch, and at a given step it does not depend on the rationale chosen, so it

@@ -1,6 +1,6 @@
 """Knowledge aggregation (knowledge purification, arXiv 2602.01064): an aggregator LLM rewrites all teachers'
-rationales of a question into one. The aggregator is a local transformers model, or any OpenAI-compatible chat endpoint given by
-URL (the paper used GPT-4; its prompt is not public, so the prompt is a template in the config)."""
+rationales of a question into one. The aggregator is a local transformers model, or any OpenAI-compatible chat
+endpoint given by URL (the paper used GPT-4; its prompt is not public, so the prompt is a template in the config)."""
 
 from __future__ import annotations
 
