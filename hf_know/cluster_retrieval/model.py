@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import keyword
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -12,63 +11,16 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from torch import nn
 from tqdm.auto import tqdm
-from transformers.cache_utils import Cache
 from transformers.utils import ModelOutput
 
 from .._adapter_loading import ShapeCheckedLoadMixin
-from .head import fit_lda, lda_scores
+from .head import fit_lda
 from .layer import ClusterRetrievalLayer, Linear, Routing
-from .signatures import TaskSignature, fit_signature, retrieve
-
-# Keyword arguments that are model inputs with a batch dimension, in the order they are looked for.
-_BATCHED_INPUTS = ("input_ids", "inputs_embeds", "pixel_values", "input_values", "input_features")
+from .routing import TaskRouting
+from .signatures import SignatureBuffers, TaskSignature, fit_signature
 
 
-class SignatureBuffers(nn.Module):
-    """One task's signature as persistent buffers, padded to `max_components` (padding components weigh 0)."""
-
-    def __init__(self, max_components: int, feature_dim: int, full_covariance: bool, num_classes: int = 0) -> None:
-        super().__init__()
-        precision_shape = (
-            (max_components, feature_dim, feature_dim) if full_covariance else (max_components, feature_dim)
-        )
-        self.register_buffer("weights", torch.zeros(max_components, dtype=torch.float64))
-        self.register_buffer("means", torch.zeros(max_components, feature_dim, dtype=torch.float64))
-        self.register_buffer("precision_cholesky", torch.zeros(precision_shape, dtype=torch.float64))
-        if num_classes:  # the LDA head's statistics (head="lda")
-            self.register_buffer("class_means", torch.zeros(num_classes, feature_dim, dtype=torch.float64))
-            self.register_buffer("lda_precision", torch.zeros(feature_dim, feature_dim, dtype=torch.float64))
-
-    @property
-    def fitted(self) -> bool:
-        return bool(self.weights.sum() > 0)
-
-    def store(self, signature: TaskSignature) -> None:
-        k = signature.weights.shape[0]
-        self.weights.zero_()
-        self.means.zero_()
-        self.precision_cholesky.fill_(1.0)
-        self.weights[:k] = signature.weights
-        self.means[:k] = signature.means
-        self.precision_cholesky[:k] = signature.precision_cholesky
-
-    def store_lda(self, means: torch.Tensor, precision: torch.Tensor) -> None:
-        self.register_buffer("class_means", means.to(self.means))
-        self.register_buffer("lda_precision", precision.to(self.means))
-
-    def signature(self) -> TaskSignature:
-        used = self.weights > 0  # drop the padding
-        return TaskSignature(self.weights[used], self.means[used], self.precision_cholesky[used])
-
-
-class _EmbeddingReady(Exception):
-    """Raised by the feature hook to stop an embedding pass once the feature layer has run."""
-
-    def __init__(self, hidden: torch.Tensor) -> None:
-        self.hidden = hidden
-
-
-class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
+class ClusterRetrievalModel(TaskRouting, ShapeCheckedLoadMixin, BaseTuner):
     """PROTEUS (arXiv 2603.13235) as a PEFT tuner; see [`ClusterRetrievalAdapterConfig`].
 
     Create it with `get_peft_model(model, ClusterRetrievalAdapterConfig(...))` after `import hf_know`, then per task:
@@ -344,160 +296,6 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
         device = next(self.model.parameters()).device
         return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    # ----------------------------------------------------------------------------------------------------------
-    # Retrieval and routing
-
-    @torch.no_grad()
-    def retrieve(self, *args, adapter_name: str | None = None, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Retrieve each input's task from the signatures: `(task_indices [B], scores [B, m])`.
-
-        Scores are the retrieval rule's (log-likelihoods, or minus squared distances; routing weights for
-        `"soft"`), with -inf (0 for `"soft"`) for tasks that have no signature yet.
-        """
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            return self._retrieve(adapter_name or self._adapter, args, inputs)
-        finally:
-            self.model.train(was_training)
-
-    @torch.no_grad()
-    def embed(self, *args, task: str | int | None = None, adapter_name: str | None = None, **inputs) -> torch.Tensor:
-        """The pooled embeddings [B, D] that signatures are fitted on and scored with: through `task`'s module
-        (a name or index), or through the frozen backbone when `task` is None."""
-        adapter = adapter_name or self._adapter
-        tasks = None if task is None else [self._resolve_tasks(adapter, [task], 1).item()]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            return self._embed(adapter, args, inputs, tasks)[0]
-        finally:
-            self.model.train(was_training)
-
-    def _retrieve(self, adapter: str, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        found, scores, _ = self._retrieve_with_features(adapter, args, kwargs)
-        return found, scores
-
-    def _retrieve_with_features(self, adapter: str, args: tuple, kwargs: dict):
-        """(task indices [B], scores [B, m], embeddings: {task index: [B, D]}, or {None: [B, D]} if frozen)."""
-        config = self.peft_config[adapter]
-        fitted = [i for i, task in enumerate(config.task_names) if self.signature(task, adapter) is not None]
-        if not fitted:
-            raise ValueError(
-                f"No task of adapter {adapter!r} has a signature yet (tasks: {config.task_names}), so inputs "
-                "cannot be routed without task ids: call fit_signature(task, dataloader) after training a task, "
-                "or pass adapter_names=[...] with each sample's task."
-            )
-        space = fitted if config.retrieval_space == "task_adapted" else None
-        with torch.no_grad():
-            features = self._embed(adapter, args, kwargs, space)
-        signatures = [self.signature(config.task_names[i], adapter) for i in fitted]
-        found, scores = retrieve(
-            features if space else features[0],
-            signatures,
-            rule=config.retrieval_rule,
-            temperature=config.retrieval_temperature,
-            top_k=min(config.top_k, len(fitted)),
-        )
-        index = torch.tensor(fitted, device=found.device)
-        fill = 0.0 if config.retrieval_rule == "soft" else float("-inf")
-        full = scores.new_full((scores.shape[0], len(config.task_names)), fill)
-        full[:, index] = scores
-        by_task = dict(zip(fitted, features, strict=True)) if space else {None: features[0]}
-        return index[found], full, by_task
-
-    @torch.no_grad()
-    def classify(self, *args, adapter_names=None, adapter_name: str | None = None, **inputs) -> torch.Tensor:
-        """Logits [B, num_classes] of the rehearsal-free LDA head (`head="lda"`): each input is routed (retrieval,
-        or `adapter_names`) and scored against its task's class means with its task's shrunk within-class
-        covariance, in that task's embedding space; classes of other tasks get -inf. No classifier is trained."""
-        adapter = adapter_name or self._adapter
-        config = self.peft_config[adapter]
-        if config.head != "lda" or not config.task_classes:
-            raise ValueError(
-                "classify needs head='lda' and at least one fitted task (fit_signature with labels); this adapter "
-                f"has head={config.head!r} and class statistics for {sorted(config.task_classes)}."
-            )
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            if adapter_names is None:
-                found, _, features = self._retrieve_with_features(adapter, args, inputs)
-            else:
-                found = self._resolve_tasks(adapter, adapter_names, _batch_size(args, inputs))
-                needed = found.unique().tolist() if config.retrieval_space == "task_adapted" else None
-                embedded = self._embed(adapter, args, inputs, needed)
-                features = dict(zip(needed, embedded, strict=True)) if needed else {None: embedded[0]}
-        finally:
-            self.model.train(was_training)
-        num_classes = 1 + max(c for classes in config.task_classes.values() for c in classes)
-        logits = torch.full((found.shape[0], num_classes), float("-inf"), dtype=torch.float64)
-        for task in found.unique().tolist():
-            name = config.task_names[task]
-            if name not in config.task_classes:
-                raise ValueError(f"Task {name!r} has no LDA statistics: fit_signature it with labels.")
-            rows = (found == task).nonzero().flatten().cpu()
-            slots = self.cr_signatures[adapter][name]
-            space = features[task] if task in features else features[None]
-            embedded = space[rows.to(space.device)].cpu()
-            scores = lda_scores(embedded, slots.class_means.cpu(), slots.lda_precision.cpu())
-            logits[rows.unsqueeze(-1), torch.tensor(config.task_classes[name])] = scores
-        return logits
-
-    def _routing_weights(
-        self, adapter: str, module: nn.Module, args: tuple, kwargs: dict, requested
-    ) -> torch.Tensor | None:
-        config = self.peft_config[adapter]
-        m = len(config.task_names)
-        if m == 0:
-            return None
-        batch = _batch_size(args, kwargs)
-        device = next(self.model.parameters()).device
-        if requested is not None:
-            ids = self._resolve_tasks(adapter, requested, batch)
-            return nn.functional.one_hot(ids.to(device), m).float()
-        if module.training or m == 1:  # the task being trained; or the only task, which needs no retrieval
-            return torch.zeros(batch, m, device=device).index_fill_(1, torch.tensor([m - 1], device=device), 1.0)
-        previous = (self.routing.weights or {}).get(adapter)
-        if _continues_generation(kwargs) and previous is not None and previous.shape[0] == batch:
-            return previous  # a decoding step after the prompt: keep the prompt's routing
-        found, scores = self._retrieve(adapter, args, kwargs)
-        if config.retrieval_rule == "soft":
-            return scores.float()
-        return nn.functional.one_hot(found, m).float()
-
-    def _resolve_tasks(self, adapter: str, requested, batch: int) -> torch.Tensor:
-        tasks = self.peft_config[adapter].task_names
-        values = requested.tolist() if torch.is_tensor(requested) else list(requested)
-        if len(values) != batch:
-            raise ValueError(f"adapter_names has {len(values)} entries for a batch of {batch}: give one per sample.")
-        ids = []
-        for value in values:
-            if isinstance(value, str):
-                ids.append(self._task_index(adapter, value))
-            elif isinstance(value, int) and 0 <= value < len(tasks):
-                ids.append(value)
-            else:
-                raise ValueError(
-                    f"Task id {value!r} is out of range: adapter {adapter!r} has {len(tasks)} tasks {tasks}; "
-                    f"expected a task name or an index in [0, {len(tasks) - 1}]."
-                )
-        return torch.tensor(ids)
-
-    def _route(self, module: nn.Module, args: tuple, kwargs: dict):
-        """Forward pre-hook on the wrapped model: set every sample's routing weights before the layers run."""
-        # `adapter_names` reaches the wrapped model itself when the tuner is called directly, not via PeftModel
-        requested = kwargs.pop("adapter_names", None)
-        requested = self._requested_tasks if requested is None else requested
-        if self._embedding_pass or not self._adapters_enabled:
-            return args, kwargs
-        self.routing.weights = {
-            adapter: weights
-            for adapter in self.active_adapters
-            if (weights := self._routing_weights(adapter, module, args, kwargs, requested)) is not None
-        }
-        return args, kwargs
-
     def regularization_loss(self) -> torch.Tensor:
         """The training task's composition (L1, L2) and orthogonality penalties, averaged over layers.
 
@@ -525,69 +323,6 @@ class ClusterRetrievalModel(ShapeCheckedLoadMixin, BaseTuner):
             output["loss"] = output["loss"] + self.regularization_loss()
         return output
 
-    # ----------------------------------------------------------------------------------------------------------
-    # Embeddings
-
-    def _blocks(self) -> nn.ModuleList:
-        """The model's stack of blocks (transformer layers, CNN stages): the first ModuleList of identical modules."""
-        for module in self.model.modules():
-            if isinstance(module, nn.ModuleList) and len(module) and len({type(b) for b in module}) == 1:
-                return module
-        raise ValueError(
-            f"Cannot find the block stack (an nn.ModuleList of layers) of {type(self.model).__name__}, so "
-            "feature_layer cannot be located; retrieval needs a transformers-style model."
-        )
-
-    def _embed(self, adapter: str, args: tuple, kwargs: dict, tasks: list[int] | None) -> list[torch.Tensor]:
-        """Pooled embeddings at `feature_layer`: one [B, D] per task in `tasks` (the batch goes through each task's
-        module, all copies in one forward pass), or a single one through the frozen backbone if `tasks` is None."""
-        config = self.peft_config[adapter]
-        blocks = self._blocks()
-        depth = len(blocks)
-        if not -(depth + 1) <= config.feature_layer <= depth:
-            raise ValueError(
-                f"feature_layer={config.feature_layer} is out of range for a model with {depth} blocks: expected "
-                f"an index in [{-(depth + 1)}, {depth}] (0 = embeddings output, {depth} or -1 = last block)."
-            )
-        layer = config.feature_layer % (depth + 1)
-        kwargs = _embedding_inputs(self.model, kwargs)
-        batch = _batch_size(args, kwargs)
-        copies = len(tasks) if tasks else 1
-        if copies > 1:
-            args = tuple(_repeat(v, copies, batch) for v in args)
-            kwargs = {k: _repeat(v, copies, batch) for k, v in kwargs.items()}
-        m = len(config.task_names)
-        device = next(self.model.parameters()).device
-        weights = {}
-        if tasks:
-            ids = torch.tensor(tasks, device=device).repeat_interleave(batch)
-            weights = {adapter: nn.functional.one_hot(ids, m).float()}
-
-        def before_block(module, hook_args, hook_kwargs):  # hidden state `layer` is block `layer`'s input
-            raise _EmbeddingReady(hook_args[0] if hook_args else hook_kwargs["hidden_states"])
-
-        def after_last_block(module, hook_args, output):
-            raise _EmbeddingReady(output[0] if isinstance(output, (tuple, list)) else output)
-
-        if layer < depth:
-            handle = blocks[layer].register_forward_pre_hook(before_block, with_kwargs=True)
-        else:
-            handle = blocks[-1].register_forward_hook(after_last_block)
-        saved, self.routing.weights, self._embedding_pass = self.routing.weights, weights, True
-        try:
-            self.model(*args, **kwargs)
-        except _EmbeddingReady as ready:
-            hidden = ready.hidden
-        else:
-            raise RuntimeError("The feature layer did not run during the embedding pass.")
-        finally:
-            handle.remove()
-            self.routing.weights, self._embedding_pass = saved, False
-        pooled = _pool(hidden, kwargs.get("attention_mask"), config.pooling)
-        if config.feature_normalize:
-            pooled = nn.functional.normalize(pooled.float(), dim=-1)
-        return list(pooled.float().split(batch))
-
 
 def _check_task_name(name, adapter: str, existing: list[str]) -> None:
     """Task names key parameter and buffer containers, so they must be identifiers that no container or module
@@ -604,57 +339,3 @@ def _check_task_name(name, adapter: str, existing: list[str]) -> None:
         )
     if name in existing:
         raise ValueError(f"Duplicate task name {name!r}: adapter {adapter!r} already has tasks {existing}.")
-
-
-def _batch_size(args: tuple, kwargs: dict) -> int:
-    for value in (*args, *(kwargs.get(k) for k in _BATCHED_INPUTS), *kwargs.values()):
-        if torch.is_tensor(value) and value.dim() > 0:
-            return value.shape[0]
-    raise ValueError("Cannot route a forward pass with no batched tensor input (input_ids, pixel_values, ...).")
-
-
-def _repeat(value, copies: int, batch: int):
-    if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == batch:
-        return value.repeat(copies, *([1] * (value.dim() - 1)))
-    return value
-
-
-def _caches(kwargs: dict) -> list[Cache]:
-    """The generation caches among a forward's arguments, whatever the model calls them (`past_key_values`
-    before transformers 5.24, `cache` since)."""
-    return [value for value in kwargs.values() if isinstance(value, Cache)]
-
-
-def _continues_generation(kwargs: dict) -> bool:
-    return any(cache.get_seq_length() > 0 for cache in _caches(kwargs))
-
-
-def _embedding_inputs(model: nn.Module, kwargs: dict) -> dict:
-    """The forward's inputs for an embedding pass: no labels, no routing ids, and never a generation cache, so the
-    pass neither reads nor extends the cache the real forward is about to use."""
-    kwargs = {
-        k: v
-        for k, v in kwargs.items()
-        if k not in ("labels", "adapter_names", "past_key_values") and not isinstance(v, Cache)
-    }
-    if "use_cache" in inspect.signature(model.forward).parameters:
-        kwargs["use_cache"] = False
-    return kwargs
-
-
-def _pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
-    """[B, T, D] token states (or [B, C, *spatial] conv maps) to [B, D]."""
-    if hidden.dim() > 3 or hidden.dim() == 2:
-        return hidden.flatten(2).mean(-1) if hidden.dim() > 3 else hidden
-    mask = attention_mask if attention_mask is not None and attention_mask.shape == hidden.shape[:2] else None
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "last_token":
-        if mask is None:
-            return hidden[:, -1]
-        last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    if mask is None:
-        return hidden.mean(1)
-    mask = mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)

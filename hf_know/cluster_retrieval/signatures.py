@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from torch import nn
 
 SIGNATURE_TYPES = ("dpgmm", "gmm", "kmeans", "centroid")
 COVARIANCE_TYPES = ("diag", "spherical", "full")
@@ -191,3 +192,40 @@ def _check_features(features: torch.Tensor, feature_dim: int, name: str) -> None
             f"{name} has shape {tuple(features.shape)}, but the signature was fitted on {feature_dim}-dimensional "
             f"embeddings: expected [N, {feature_dim}]."
         )
+
+
+class SignatureBuffers(nn.Module):
+    """One task's signature as persistent buffers, padded to `max_components` (padding components weigh 0)."""
+
+    def __init__(self, max_components: int, feature_dim: int, full_covariance: bool, num_classes: int = 0) -> None:
+        super().__init__()
+        precision_shape = (
+            (max_components, feature_dim, feature_dim) if full_covariance else (max_components, feature_dim)
+        )
+        self.register_buffer("weights", torch.zeros(max_components, dtype=torch.float64))
+        self.register_buffer("means", torch.zeros(max_components, feature_dim, dtype=torch.float64))
+        self.register_buffer("precision_cholesky", torch.zeros(precision_shape, dtype=torch.float64))
+        if num_classes:  # the LDA head's statistics (head="lda")
+            self.register_buffer("class_means", torch.zeros(num_classes, feature_dim, dtype=torch.float64))
+            self.register_buffer("lda_precision", torch.zeros(feature_dim, feature_dim, dtype=torch.float64))
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.weights.sum() > 0)
+
+    def store(self, signature: TaskSignature) -> None:
+        k = signature.weights.shape[0]
+        self.weights.zero_()
+        self.means.zero_()
+        self.precision_cholesky.fill_(1.0)
+        self.weights[:k] = signature.weights
+        self.means[:k] = signature.means
+        self.precision_cholesky[:k] = signature.precision_cholesky
+
+    def store_lda(self, means: torch.Tensor, precision: torch.Tensor) -> None:
+        self.register_buffer("class_means", means.to(self.means))
+        self.register_buffer("lda_precision", precision.to(self.means))
+
+    def signature(self) -> TaskSignature:
+        used = self.weights > 0  # drop the padding
+        return TaskSignature(self.weights[used], self.means[used], self.precision_cholesky[used])

@@ -1,0 +1,205 @@
+"""Retrieval and routing of a `ClusterRetrievalModel` (PROTEUS, arXiv 2603.13235): embed inputs at the feature
+layer, score them against the task signatures, and set each sample's routing weights before the layers run.
+
+`TaskRouting` is a mixin of the tuner: it reads the tuner's `peft_config`, `routing`, `model` and signatures.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .embedding import (
+    batch_size,
+    block_stack,
+    continues_generation,
+    embedding_inputs,
+    feature_block,
+    hidden_state_at,
+    pool,
+    repeat_batch,
+)
+from .head import lda_scores
+from .signatures import retrieve
+
+
+class TaskRouting:
+    """Retrieval (`retrieve`, `embed`, `classify`) and the forward pre-hook that routes every sample (`_route`)."""
+
+    @torch.no_grad()
+    def retrieve(self, *args, adapter_name: str | None = None, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Retrieve each input's task from the signatures: `(task_indices [B], scores [B, m])`.
+
+        Scores are the retrieval rule's (log-likelihoods, or minus squared distances; routing weights for
+        `"soft"`), with -inf (0 for `"soft"`) for tasks that have no signature yet.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._retrieve(adapter_name or self._adapter, args, inputs)
+        finally:
+            self.model.train(was_training)
+
+    @torch.no_grad()
+    def embed(self, *args, task: str | int | None = None, adapter_name: str | None = None, **inputs) -> torch.Tensor:
+        """The pooled embeddings [B, D] that signatures are fitted on and scored with: through `task`'s module
+        (a name or index), or through the frozen backbone when `task` is None."""
+        adapter = adapter_name or self._adapter
+        tasks = None if task is None else [self._resolve_tasks(adapter, [task], 1).item()]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._embed(adapter, args, inputs, tasks)[0]
+        finally:
+            self.model.train(was_training)
+
+    def _retrieve(self, adapter: str, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        found, scores, _ = self._retrieve_with_features(adapter, args, kwargs)
+        return found, scores
+
+    def _retrieve_with_features(self, adapter: str, args: tuple, kwargs: dict):
+        """(task indices [B], scores [B, m], embeddings: {task index: [B, D]}, or {None: [B, D]} if frozen)."""
+        config = self.peft_config[adapter]
+        fitted = [i for i, task in enumerate(config.task_names) if self.signature(task, adapter) is not None]
+        if not fitted:
+            raise ValueError(
+                f"No task of adapter {adapter!r} has a signature yet (tasks: {config.task_names}), so inputs "
+                "cannot be routed without task ids: call fit_signature(task, dataloader) after training a task, "
+                "or pass adapter_names=[...] with each sample's task."
+            )
+        space = fitted if config.retrieval_space == "task_adapted" else None
+        with torch.no_grad():
+            features = self._embed(adapter, args, kwargs, space)
+        signatures = [self.signature(config.task_names[i], adapter) for i in fitted]
+        found, scores = retrieve(
+            features if space else features[0],
+            signatures,
+            rule=config.retrieval_rule,
+            temperature=config.retrieval_temperature,
+            top_k=min(config.top_k, len(fitted)),
+        )
+        index = torch.tensor(fitted, device=found.device)
+        fill = 0.0 if config.retrieval_rule == "soft" else float("-inf")
+        full = scores.new_full((scores.shape[0], len(config.task_names)), fill)
+        full[:, index] = scores
+        by_task = dict(zip(fitted, features, strict=True)) if space else {None: features[0]}
+        return index[found], full, by_task
+
+    @torch.no_grad()
+    def classify(self, *args, adapter_names=None, adapter_name: str | None = None, **inputs) -> torch.Tensor:
+        """Logits [B, num_classes] of the rehearsal-free LDA head (`head="lda"`): each input is routed (retrieval,
+        or `adapter_names`) and scored against its task's class means with its task's shrunk within-class
+        covariance, in that task's embedding space; classes of other tasks get -inf. No classifier is trained."""
+        adapter = adapter_name or self._adapter
+        config = self.peft_config[adapter]
+        if config.head != "lda" or not config.task_classes:
+            raise ValueError(
+                "classify needs head='lda' and at least one fitted task (fit_signature with labels); this adapter "
+                f"has head={config.head!r} and class statistics for {sorted(config.task_classes)}."
+            )
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if adapter_names is None:
+                found, _, features = self._retrieve_with_features(adapter, args, inputs)
+            else:
+                found = self._resolve_tasks(adapter, adapter_names, batch_size(args, inputs))
+                needed = found.unique().tolist() if config.retrieval_space == "task_adapted" else None
+                embedded = self._embed(adapter, args, inputs, needed)
+                features = dict(zip(needed, embedded, strict=True)) if needed else {None: embedded[0]}
+        finally:
+            self.model.train(was_training)
+        num_classes = 1 + max(c for classes in config.task_classes.values() for c in classes)
+        logits = torch.full((found.shape[0], num_classes), float("-inf"), dtype=torch.float64)
+        for task in found.unique().tolist():
+            name = config.task_names[task]
+            if name not in config.task_classes:
+                raise ValueError(f"Task {name!r} has no LDA statistics: fit_signature it with labels.")
+            rows = (found == task).nonzero().flatten().cpu()
+            slots = self.cr_signatures[adapter][name]
+            space = features[task] if task in features else features[None]
+            embedded = space[rows.to(space.device)].cpu()
+            scores = lda_scores(embedded, slots.class_means.cpu(), slots.lda_precision.cpu())
+            logits[rows.unsqueeze(-1), torch.tensor(config.task_classes[name])] = scores
+        return logits
+
+    def _routing_weights(
+        self, adapter: str, module: nn.Module, args: tuple, kwargs: dict, requested
+    ) -> torch.Tensor | None:
+        config = self.peft_config[adapter]
+        m = len(config.task_names)
+        if m == 0:
+            return None
+        batch = batch_size(args, kwargs)
+        device = next(self.model.parameters()).device
+        if requested is not None:
+            ids = self._resolve_tasks(adapter, requested, batch)
+            return nn.functional.one_hot(ids.to(device), m).float()
+        if module.training or m == 1:  # the task being trained; or the only task, which needs no retrieval
+            return torch.zeros(batch, m, device=device).index_fill_(1, torch.tensor([m - 1], device=device), 1.0)
+        previous = (self.routing.weights or {}).get(adapter)
+        if continues_generation(kwargs) and previous is not None and previous.shape[0] == batch:
+            return previous  # a decoding step after the prompt: keep the prompt's routing
+        found, scores = self._retrieve(adapter, args, kwargs)
+        if config.retrieval_rule == "soft":
+            return scores.float()
+        return nn.functional.one_hot(found, m).float()
+
+    def _resolve_tasks(self, adapter: str, requested, batch: int) -> torch.Tensor:
+        tasks = self.peft_config[adapter].task_names
+        values = requested.tolist() if torch.is_tensor(requested) else list(requested)
+        if len(values) != batch:
+            raise ValueError(f"adapter_names has {len(values)} entries for a batch of {batch}: give one per sample.")
+        ids = []
+        for value in values:
+            if isinstance(value, str):
+                ids.append(self._task_index(adapter, value))
+            elif isinstance(value, int) and 0 <= value < len(tasks):
+                ids.append(value)
+            else:
+                raise ValueError(
+                    f"Task id {value!r} is out of range: adapter {adapter!r} has {len(tasks)} tasks {tasks}; "
+                    f"expected a task name or an index in [0, {len(tasks) - 1}]."
+                )
+        return torch.tensor(ids)
+
+    def _route(self, module: nn.Module, args: tuple, kwargs: dict):
+        """Forward pre-hook on the wrapped model: set every sample's routing weights before the layers run."""
+        # `adapter_names` reaches the wrapped model itself when the tuner is called directly, not via PeftModel
+        requested = kwargs.pop("adapter_names", None)
+        requested = self._requested_tasks if requested is None else requested
+        if self._embedding_pass or not self._adapters_enabled:
+            return args, kwargs
+        self.routing.weights = {
+            adapter: weights
+            for adapter in self.active_adapters
+            if (weights := self._routing_weights(adapter, module, args, kwargs, requested)) is not None
+        }
+        return args, kwargs
+
+    def _embed(self, adapter: str, args: tuple, kwargs: dict, tasks: list[int] | None) -> list[torch.Tensor]:
+        """Pooled embeddings at `feature_layer`: one [B, D] per task in `tasks` (the batch goes through each task's
+        module, all copies in one forward pass cut after the feature layer), or a single one through the frozen
+        backbone if `tasks` is None."""
+        config = self.peft_config[adapter]
+        layer = feature_block(len(block_stack(self.model)[2]), config.feature_layer)
+        kwargs = embedding_inputs(self.model, kwargs)
+        batch = batch_size(args, kwargs)
+        copies = len(tasks) if tasks else 1
+        if copies > 1:
+            args = tuple(repeat_batch(v, copies, batch) for v in args)
+            kwargs = {k: repeat_batch(v, copies, batch) for k, v in kwargs.items()}
+        weights = {}
+        if tasks:
+            ids = torch.tensor(tasks, device=next(self.model.parameters()).device).repeat_interleave(batch)
+            weights = {adapter: nn.functional.one_hot(ids, len(config.task_names)).float()}
+        saved, self.routing.weights, self._embedding_pass = self.routing.weights, weights, True
+        try:
+            with hidden_state_at(self.model, layer) as captured:
+                self.model(*args, **kwargs)
+        finally:
+            self.routing.weights, self._embedding_pass = saved, False
+        pooled = pool(captured["hidden"], kwargs.get("attention_mask"), config.pooling)
+        if config.feature_normalize:
+            pooled = nn.functional.normalize(pooled.float(), dim=-1)
+        return list(pooled.float().split(batch))
