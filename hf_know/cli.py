@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 from transformers import TrainingArguments
 from trl import TrlParser
@@ -71,12 +72,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 @dataclass
 class ScriptTrainingArguments(TrainingArguments):
     """`transformers.TrainingArguments` with defaults for the small runs of the scripts: no checkpoints during
-    training, no experiment tracker unless asked for, and every dataset column kept (e.g. `pixel_values`); and
+    training, no experiment tracker unless asked for, every dataset column kept (e.g. `pixel_values`), dataloader
+    memory pinned only where CUDA can use it; and
     `overwrite_output_dir` (the flag transformers 4 had), without which an `output_dir` that is not empty and was
     not written by the same script is refused (see `hf_know.io`)."""
 
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing during training."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep every dataset column."})
+    dataloader_pin_memory: bool = field(
+        default_factory=torch.cuda.is_available, metadata={"help": "Pin dataloader memory (on with CUDA)."}
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Replace a non-empty output_dir that is not an earlier output of the same script."},

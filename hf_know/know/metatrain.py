@@ -15,7 +15,6 @@ predict the next larger-data value with the L1 loss, Adam at 1e-3 and the author
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -26,10 +25,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 from tqdm.auto import tqdm
+from transformers.utils import logging
 
 from .hypermodel import KINDS, KnowHyperModel, tensor_kind
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 META_TASKS = ("digits_cnn", "digits_mlp", "breast_cancer_mlp", "wine_mlp")
 

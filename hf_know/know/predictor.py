@@ -13,7 +13,6 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import json
-import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model
 from tqdm.auto import tqdm
+from transformers.utils import logging
 
 from ..hub import check_local_or_repo_id, push_folder, render_model_card
 from ..io import OUTPUT_MARKER, atomic_output_dir, check_output_dir
@@ -38,7 +38,7 @@ from .extrapolate import PREDICTORS, Extrapolator
 from .hypermodel import KnowHyperModel, tensor_kind
 from .trajectory import SESSION_FILE
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 DEFAULT_HYPERMODEL = resources.files("hf_know.know") / "default_hypermodel"
 PREDICTION_FILE = "know_prediction.json"

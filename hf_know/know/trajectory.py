@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -23,11 +22,12 @@ from pathlib import Path
 from accelerate import PartialState
 from huggingface_hub import HfApi
 from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers.utils import logging
 
 from ..hub import pull, push_folder
 from ..io import atomic_output_dir, check_output_dir
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 SESSION_FILE = "know_session.json"
 SESSION_KIND = "know-session"

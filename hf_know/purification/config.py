@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from transformers import Seq2SeqTrainingArguments
 from transformers.utils import is_torch_bf16_gpu_available
 from trl import SFTConfig
@@ -47,6 +48,10 @@ class DistillationArguments:
         default="explain ({teacher}): ", metadata={"help": "Per-teacher rationale prefix in all_teachers mode."}
     )
     policy_learning_rate: float = field(default=1e-3, metadata={"help": "RL selector's policy learning rate."})
+    # Not a distillation field: both configs pin dataloader memory only where a CUDA device can use it.
+    dataloader_pin_memory: bool = field(
+        default_factory=torch.cuda.is_available, metadata={"help": "Pin dataloader memory (on with CUDA)."}
+    )
 
     def __post_init__(self):
         if self.distill_mode not in DISTILL_MODES:

@@ -16,14 +16,14 @@ A missing or empty rationale is not an error: purifiers skip that teacher on tha
 from __future__ import annotations
 
 import json
-import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, Features, Sequence, Value
+from transformers.utils import logging
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 RATIONALE_FEATURES = Features(
     {

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Protocol, runtime_checkable
 
 import torch
 from datasets import Dataset
+from transformers.utils import logging
 
-logger = logging.getLogger(__name__)
+logger = logging.get_logger(__name__)
 
 PURIFIED_COLUMNS = ("rationale", "purified_teacher", "purified_score", "purified_reason")
 
