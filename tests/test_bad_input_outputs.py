@@ -117,8 +117,10 @@ def test_temporary_folders_of_a_killed_writer_are_cleaned_up(tmp_path):
         f"with atomic_output_dir({str(target)!r}, 'test') as tmp:\n"
         "    (tmp / 'half.bin').write_bytes(b'x' * 1000)\n    print('writing', flush=True)\n    time.sleep(60)\n"
     )
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().strip() == "writing"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if process.stdout.readline().strip() != "writing":  # the writer died before writing: show why
+        process.kill()
+        pytest.fail(process.communicate()[1][-3000:])
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     leftovers = [p.name for p in tmp_path.iterdir()]
