@@ -3,7 +3,7 @@ the documented objective, under CUDA and bf16 mixed precision? A check, not an a
 
     python benchmarks/purify_device_check.py --device cuda     # writes benchmarks/results/purify_device_check.json
 
-On the synthetic two-teacher set (`hf_know.testing.rationales`), for a tiny causal student (full, LoRA, padding-free,
+On the synthetic two-teacher set (`hf_know.purification.toy`), for a tiny causal student (full, LoRA, padding-free,
 RL selector) and a tiny T5 (`PurifiedSeq2SeqDistillTrainer`): the weighted loss of one batch against a reference
 computed from the model's own logits, then training, with eval loss, answer accuracy and wall time before and after.
 """
@@ -31,7 +31,7 @@ from hf_know.purification import (
     SingleTeacher,
 )
 from hf_know.purification.distillation import RATIONALE
-from hf_know.testing.rationales import (
+from hf_know.purification.toy import (
     TOY_TEACHERS,
     rationale_texts,
     tiny_llama_student,

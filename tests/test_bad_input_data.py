@@ -9,8 +9,8 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from hf_know.purification import ClassifierRouter, load_tinyllm, validate_rationale_data
+from hf_know.purification.toy import TOY_TEACHERS, rationale_texts
 from hf_know.testing import tiny_sentence_encoder, toy_rationale_data, word_tokenizer
-from hf_know.testing.rationales import TOY_TEACHERS, rationale_texts
 
 from .conftest import REPO_ROOT, snapshot
 

@@ -12,8 +12,8 @@ from hf_know.hub import pull, push_folder
 from hf_know.io import OUTPUT_MARKER, atomic_output_dir, check_output_dir
 from hf_know.know import KnowHyperModel, KnowPredictor
 from hf_know.purification import ClassifierRouter
+from hf_know.purification.toy import TOY_TEACHERS, rationale_texts
 from hf_know.testing import tiny_sentence_encoder, toy_rationale_data, word_tokenizer
-from hf_know.testing.rationales import TOY_TEACHERS, rationale_texts
 
 from .conftest import REPO_ROOT, snapshot
 from .test_know_predictor import make_trajectory

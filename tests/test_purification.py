@@ -25,8 +25,7 @@ from hf_know.purification import (
     teacher_scores,
 )
 from hf_know.purification.generation import answer_prompt, parse_answer, teacher_forced_prompt
-from hf_know.testing import tiny_llama
-from hf_know.testing.rationales import (
+from hf_know.purification.toy import (
     TOY_TEACHERS,
     rationale_texts,
     tiny_sentence_encoder,
@@ -34,6 +33,7 @@ from hf_know.testing.rationales import (
     toy_rationale_data,
     word_tokenizer,
 )
+from hf_know.testing import tiny_llama
 
 from .conftest import REPO_ROOT
 

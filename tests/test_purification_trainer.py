@@ -18,7 +18,7 @@ from hf_know.purification import (
     predict_answers,
 )
 from hf_know.purification.distillation import RATIONALE
-from hf_know.testing.rationales import (
+from hf_know.purification.toy import (
     TOY_TEACHERS,
     rationale_texts,
     tiny_llama_student,

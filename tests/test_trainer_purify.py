@@ -12,7 +12,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from hf_know.purification import SimilarityRouter, exact_match_accuracy, load_router, predict_answers
-from hf_know.testing.rationales import rationale_texts, tiny_llama_student, toy_rationale_data, word_tokenizer
+from hf_know.purification.toy import rationale_texts, tiny_llama_student, toy_rationale_data, word_tokenizer
 
 from .conftest import REPO_ROOT
 from .test_trainer_project import run

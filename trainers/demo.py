@@ -39,9 +39,9 @@ from hf_know.cli import parse
 from hf_know.cluster_retrieval.stream import evaluate_task
 from hf_know.image_data import digits_task_stream, load_digits_dataset
 from hf_know.purification import exact_match_accuracy, load_router, predict_answers
+from hf_know.purification.toy import toy_rationale_data
 from hf_know.scripts import continual, know, project, purify
 from hf_know.testing import LoopbackHub
-from hf_know.testing.rationales import toy_rationale_data
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "project"
 

@@ -47,7 +47,7 @@ from ..purification import (
     validate_rationale_data,
 )
 from ..purification.purifiers import ROUTERS
-from ..testing.rationales import (
+from ..purification.toy import (
     TOY_TEACHERS,
     rationale_texts,
     tiny_llama_student,
@@ -64,7 +64,7 @@ OUTPUT_KIND = "purify"
 class PurifyArguments(ScriptArguments):
     """The data, the purifier and the router.
 
-    `dataset_name` is `toy` (synthetic arithmetic, see `hf_know.testing.rationales`), `tinyllm/<set>` (read from
+    `dataset_name` is `toy` (synthetic arithmetic, see `hf_know.purification.toy`), `tinyllm/<set>` (read from
     `tinyllm_root`), or a folder written by `DatasetDict.save_to_disk` in the rationale schema (with `teachers`).
     """
 

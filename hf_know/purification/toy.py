@@ -1,4 +1,5 @@
-"""A synthetic multi-teacher rationale set and a word-level tokenizer, for tests and the demo (no downloads).
+"""A synthetic multi-teacher rationale set, a word-level tokenizer and tiny students built from configs: the toy
+recipe of `hf-know purify` (`dataset_name: toy`), tests and the demo, with no downloads.
 
 Questions are "what is a plus b ?" or "what is a times b ?". Teacher `adder` adds in both cases and teacher
 `multiplier` multiplies, each writing a rationale for its own (unforced) answer: each is right on one kind of
@@ -22,8 +23,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from ..purification.data import RATIONALE_FEATURES
-from ..purification.encoder import SentenceEncoder
+from .data import RATIONALE_FEATURES
+from .encoder import SentenceEncoder
 
 TOY_TEACHERS = ("adder", "multiplier")
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
