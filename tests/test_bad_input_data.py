@@ -8,6 +8,7 @@ import sys
 import pytest
 from datasets import Dataset, DatasetDict
 
+from hf_know.know.metatrain import MetaDataConfig, MetaTrainConfig
 from hf_know.purification import ClassifierRouter, load_tinyllm, validate_rationale_data
 from hf_know.purification.toy import TOY_TEACHERS, rationale_texts
 from hf_know.testing import tiny_sentence_encoder, toy_rationale_data, word_tokenizer
@@ -103,3 +104,18 @@ def test_config_file_errors_name_the_file(tmp_path):
     config.write_text("learnin_rate: 0.1\n")
     result = purify(tmp_path, "--config", str(config))
     assert "Unknown arguments from config file: ['--learnin_rate', '0.1']" in result.stderr, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("config", "kwargs", "match"),
+    [
+        (MetaDataConfig, {"tasks": ["cifar"]}, r"tasks=\['cifar'\]: expected a non-empty list among"),
+        (MetaDataConfig, {"r_range": [0.9, 0.5]}, r"r_range=\[0.9, 0.5\]: expected 0 < low <= high < 1"),
+        (MetaDataConfig, {"num_sessions": 1}, "num_sessions >= 2"),
+        (MetaTrainConfig, {"validation_fraction": 1.0}, "0 < validation_fraction < 1"),
+        (MetaTrainConfig, {"learning_rate": 0.0}, "learning_rate > 0"),
+    ],
+)
+def test_meta_training_configs_validate_their_fields(config, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        config(**kwargs)

@@ -55,6 +55,25 @@ class MetaDataConfig:
     batch_size_range: list[int] = field(default_factory=lambda: [16, 128], metadata={"help": "Batch ~ U(low, high)."})
     meta_data_seed: int = field(default=0, metadata={"help": "Seed of the run settings, inits and subsets."})
 
+    def __post_init__(self):
+        unknown = sorted(set(self.tasks) - set(META_TASKS))
+        if unknown or not self.tasks:
+            raise ValueError(f"MetaDataConfig.tasks={self.tasks}: expected a non-empty list among {META_TASKS}.")
+        if self.num_runs < 1 or self.num_sessions < 2 or self.pretrain_epochs < 1 or self.session_epochs < 1:
+            raise ValueError(
+                f"MetaDataConfig needs num_runs >= 1, num_sessions >= 2 and epochs >= 1; got num_runs={self.num_runs}, "
+                f"num_sessions={self.num_sessions}, pretrain_epochs={self.pretrain_epochs}, "
+                f"session_epochs={self.session_epochs}."
+            )
+        ranges = {
+            "r_range": (0 < self.r_range[0] <= self.r_range[1] < 1, "0 < low <= high < 1"),
+            "lr_range": (0 < self.lr_range[0] <= self.lr_range[1], "0 < low <= high"),
+            "batch_size_range": (1 <= self.batch_size_range[0] <= self.batch_size_range[1], "1 <= low <= high"),
+        }
+        for name, (valid, expected) in ranges.items():
+            if not valid:
+                raise ValueError(f"MetaDataConfig.{name}={getattr(self, name)}: expected {expected}.")
+
 
 def _task_data(task: str, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     loader = {"digits": load_digits, "breast": load_breast_cancer, "wine": load_wine}[task.split("_")[0]]
@@ -150,6 +169,18 @@ class MetaTrainConfig:
     bias_l1: float = field(default=0.1, metadata={"help": "L1 on the regularised layers' biases."})
     validation_fraction: float = field(default=0.1, metadata={"help": "Held-out share of the pairs."})
     seed: int = field(default=0, metadata={"help": "Seed of the split and the batch order."})
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError(
+                f"MetaTrainConfig needs epochs >= 1, batch_size >= 1 and learning_rate > 0; got {self.epochs}, "
+                f"{self.batch_size} and {self.learning_rate}."
+            )
+        if self.kernel_l1 < 0 or self.bias_l1 < 0 or not 0 < self.validation_fraction < 1:
+            raise ValueError(
+                f"MetaTrainConfig needs kernel_l1, bias_l1 >= 0 and 0 < validation_fraction < 1; got "
+                f"{self.kernel_l1}, {self.bias_l1} and {self.validation_fraction}."
+            )
 
 
 def meta_train(
