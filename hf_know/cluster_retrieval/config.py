@@ -38,8 +38,10 @@ class ClusterRetrievalAdapterConfig(PeftConfig):
 
     Args:
         r (`int`): Rank of each task's low-rank pair.
-        lora_alpha (`float`): Scaling numerator: updates are multiplied by `lora_alpha / r`.
-        lora_dropout (`float`): Dropout on the input of the low-rank path.
+        lora_alpha (`float`): Scaling numerator: updates are multiplied by `lora_alpha / r`. It scales this method's
+            own per-task low-rank pairs; the name is LoRA's, whose scaling rule it keeps, so LoRA users' recipes
+            carry over.
+        lora_dropout (`float`): Dropout on the input of this method's low-rank path (named as in LoRA, likewise).
         target_modules (`Optional[Union[list[str], str]]`): `nn.Linear` modules to adapt (names, suffixes or a
             regex, as in LoRA). `None` uses LoRA's per-architecture defaults (e.g. query/value for BERT and ViT).
         exclude_modules (`Optional[Union[list[str], str]]`): Modules never to adapt.
