@@ -7,13 +7,14 @@ from torch import nn
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
-    LlamaConfig,
     LlamaForCausalLM,
     ResNetConfig,
     ResNetForImageClassification,
     ViTConfig,
     ViTForImageClassification,
 )
+
+from ..purification.toy import tiny_llama_student
 
 
 def tiny_resnet(num_labels: int = 10, num_channels: int = 1, width: int = 8) -> ResNetForImageClassification:
@@ -87,13 +88,5 @@ def tiny_vit(num_labels: int = 4, image_size: int = 8, num_channels: int = 1) ->
 
 
 def tiny_llama(vocab_size: int = 64) -> LlamaForCausalLM:
-    """A two-layer Llama decoder LM."""
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
-    return LlamaForCausalLM(config)
+    """A two-layer Llama decoder LM (pad 0, eos 1), as the purification toy recipe's student."""
+    return tiny_llama_student(vocab_size)
