@@ -45,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import machine, summarize, training_arguments, versions
 from datasets import Dataset, concatenate_datasets
-from environment import machine, training_arguments, versions
 from peft import LoraConfig, get_peft_model
 from text_tasks import TEXT_DOMAINS, TINYLLM, python_reference, teacher_attribution
 from torch.utils.data import DataLoader
@@ -407,10 +407,6 @@ def run_stream(stream: str, seed: int, args) -> dict:
         run["orthogonal_lora"] = orthogonal_lora(stream, tasks, num_labels, seed, targs, collate)
         run["joint"] = joint_lora(stream, tasks, num_labels, seed, targs, collate)
     return run
-
-
-def summarize(values: list[float]) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
 
 
 def summary(runs: list[dict]) -> dict:

@@ -39,8 +39,8 @@ import time
 from pathlib import Path
 
 import torch
+from common import machine, training_arguments, versions
 from datasets import Dataset
-from environment import machine, training_arguments, versions
 from text_tasks import TINYLLM, minilm_path, teacher_attribution
 from transformers import (
     AutoModelForImageClassification,

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from environment import machine, training_arguments, versions
+from common import machine, summarize, training_arguments, versions
 from transformers import ResNetConfig, ResNetForImageClassification, Trainer
 
 from hf_know.image_data import load_digits_dataset
@@ -206,10 +206,6 @@ def forward_ratios(pretrained: Path, device: str, batch_size: int = 64, repeats:
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
-
-
-def summarize(values: list[float]) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
 
 
 def main() -> None:

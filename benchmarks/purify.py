@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from environment import machine, versions
+from common import machine, versions
 from text_tasks import TEXT_DOMAINS, TINYLLM, minilm_path
 from transformers import AutoTokenizer, EncoderDecoderModel, set_seed
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 import trl
-from environment import machine, versions
+from common import machine, versions
 from peft import LoraConfig
 from torch import nn
 

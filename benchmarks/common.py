@@ -1,9 +1,11 @@
-"""The machine and library versions a benchmark ran on, recorded in every results file."""
+"""What every benchmark shares: the machine and library versions recorded in each results file, the shared
+training recipe, and mean ± std over seeds."""
 
 from __future__ import annotations
 
 import platform
 
+import numpy as np
 import peft
 import torch
 import transformers
@@ -40,3 +42,8 @@ def training_arguments(output_dir: str, device: str, **kwargs) -> ScriptTraining
         use_cpu=device == "cpu",
         **kwargs,
     )
+
+
+def summarize(values: list[float]) -> dict:
+    """Mean and sample standard deviation (0 for a single value) of one figure over seeds."""
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
