@@ -70,7 +70,9 @@ def test_earlier_task_stays_bit_identical_when_trainer_trains_a_new_one(tmp_path
     frozen = {n: p.clone() for n, p in model.named_parameters() if n.endswith(".a")}
     model.add_task("b")
     data = Dataset.from_dict({**{k: v.tolist() for k, v in B.items()}, "labels": [2, 3] * 4})
-    args = TrainingArguments(tmp_path, num_train_epochs=3, per_device_train_batch_size=4, report_to="none")
+    args = TrainingArguments(
+        tmp_path, num_train_epochs=3, per_device_train_batch_size=4, report_to="none", dataloader_pin_memory=False
+    )
     before_b = {n: p.clone() for n, p in model.named_parameters() if n.endswith(".b")}
     Trainer(model=model, args=args, train_dataset=data).train()
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
