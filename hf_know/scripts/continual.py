@@ -25,8 +25,9 @@ from trl import TrlParser
 
 from ..cli import ScriptTrainingArguments, parse
 from ..cluster_retrieval import ClusterRetrievalAdapterConfig
+from ..cluster_retrieval.card import continual_model_card
 from ..cluster_retrieval.stream import run_task_stream
-from ..hub import push_folder, render_model_card
+from ..hub import push_folder
 from ..image_data import digits_task_stream
 from ..io import atomic_output_dir, check_output_dir
 
@@ -140,23 +141,14 @@ def main(script_args: ContinualArguments, training_args: TrainingArguments) -> d
             model.save_pretrained(tmp)
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if push:
-            card = render_model_card(
-                "continual",
-                {
-                    "library_name": "peft",
-                    "tags": ["hf-know", "continual-learning", "proteus", "image-classification"],
-                    "datasets": ["sklearn-digits"],
-                    "metrics": ["accuracy"],
-                },
-                model_name=hub_model_id.split("/")[-1],
-                repo_id=hub_model_id,
-                base_model=script_args.model_name_or_path or "a ViT built from a config",
+            card = continual_model_card(
+                hub_model_id,
                 tasks=result.task_names,
                 config=adapter_config_fields(script_args),
-                metrics={
-                    k: f"{metrics[k]:.4f}"
-                    for k in ("acc", "acc_incremental", "forgetting", "bwt", "retrieval_acc", "oracle_acc")
-                },
+                metrics=metrics,
+                base_model=script_args.model_name_or_path or "a ViT built from a config",
+                dataset_tags=("sklearn-digits",),
+                tags=("image-classification",),
             )
             push_folder(training_args.output_dir, hub_model_id, card, token=training_args.hub_token)
     return metrics

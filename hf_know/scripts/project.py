@@ -15,17 +15,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from transformers import AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification, Trainer
 from trl import TrlParser
 
 from ..cli import ScriptTrainingArguments, parse
-from ..hub import push_folder, render_model_card
+from ..hub import push_folder
 from ..image_data import load_digits_dataset
 from ..io import atomic_output_dir, check_output_dir
-from ..projection import ProjectionLayer
+from ..projection.card import projection_model_card
 from ..projection.recipes import METHODS, apply_method, prepare_full_finetuning
 
 
@@ -147,27 +146,15 @@ def main(script_args: ProjectArguments, training_args: TrainingArguments) -> dic
             model.save_pretrained(tmp)
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if push:
-            base = script_args.model_name_or_path
-            card = render_model_card(
-                "projection",
-                {
-                    "library_name": "peft" if hasattr(model, "peft_config") else "transformers",
-                    # Hub metadata names Hub repos only; a local folder is named in the card's text instead.
-                    "base_model": base if base and not Path(base).exists() else None,
-                    "tags": ["hf-know", "model-projection", script_args.method, "image-classification"],
-                    "datasets": ["sklearn-digits"],
-                    "metrics": ["accuracy"],
-                },
-                model_name=hub_model_id.split("/")[-1],
-                repo_id=hub_model_id,
-                base_model=base or "a ResNet trained from scratch",
+            card = projection_model_card(
+                model,
+                hub_model_id,
                 method=script_args.method,
-                num_projected_layers=sum(isinstance(m, ProjectionLayer) for m in model.modules()),
-                trainable_parameters=f"{trainable:,}",
-                total_parameters=f"{metrics['total_parameters']:,}",
-                modules_to_save=script_args.head,
+                metrics={"eval accuracy": metrics["eval_accuracy"]},
+                base_model=script_args.model_name_or_path,
+                head=script_args.head,
                 dataset=f"sklearn digits {script_args.classes}, {script_args.train_per_class or 'all'} per class",
-                metrics={"eval accuracy": f"{metrics['eval_accuracy']:.4f}"},
+                dataset_tags=("sklearn-digits",),
             )
             push_folder(training_args.output_dir, hub_model_id, card, token=training_args.hub_token)
     return metrics
