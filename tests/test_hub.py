@@ -159,3 +159,13 @@ def test_head_errors_have_no_body_on_a_kept_alive_connection(hub):
     connection.request("GET", "/api/whoami-v2", headers=auth)
     assert connection.getresponse().status == 200
     connection.close()
+
+
+def test_a_repo_named_without_a_namespace_lands_in_the_users(hub, tmp_path):
+    url = HfApi().create_repo("no-namespace", exist_ok=True)
+    assert url.repo_id == "loopback-user/no-namespace"
+    (tmp_path / "f.txt").write_text("x")
+    push_folder(tmp_path, "loopback-user/no-namespace")
+    assert "f.txt" in HfApi().list_repo_files("loopback-user/no-namespace")
+    HfApi().delete_repo("no-namespace")
+    assert not HfApi().repo_exists("loopback-user/no-namespace")

@@ -42,6 +42,8 @@ LFS_PATTERNS = (
 )
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+# The one user of the server: `whoami` answers it, and repos created without an organization are its.
+USER = "loopback-user"
 _SHA1_HEX = re.compile(r"^[0-9a-f]{40}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -307,7 +309,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     # routes
     def whoami(self, method, body):
-        self._send_json({"type": "user", "name": "loopback-user", "orgs": [], "auth": {"type": "access_token"}})
+        self._send_json({"type": "user", "name": USER, "orgs": [], "auth": {"type": "access_token"}})
 
     def validate_yaml(self, method, body):
         """Parse the README's YAML header, as the Hub does before a commit that changes the card."""
@@ -323,7 +325,8 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def create_repo(self, method, body):
         payload = json.loads(body or b"{}")
-        repo_id = "/".join(filter(None, [payload.get("organization"), payload["name"]]))
+        # A name without an organization lands in the user's own namespace, as on the Hub.
+        repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
         repo_type = payload.get("type") or "model"
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
         url = f"{self.base}/{prefix}{repo_id}"
@@ -336,7 +339,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def delete_repo(self, method, body):
         payload = json.loads(body or b"{}")
-        repo_id = "/".join(filter(None, [payload.get("organization"), payload["name"]]))
+        repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
         self.state.delete_repo(payload.get("type") or "model", repo_id)
         self._send_json({})
 
@@ -455,7 +458,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
                     "id": commit.oid,
                     "title": commit.title,
                     "message": commit.message,
-                    "authors": [{"user": "loopback-user"}],
+                    "authors": [{"user": USER}],
                     "date": commit.date,
                 }
             )
