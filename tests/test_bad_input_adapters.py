@@ -159,3 +159,18 @@ def test_transposed_convs_left_out_are_named():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         get_peft_model(nn.Sequential(nn.Conv2d(3, 4, 3)), hf_know.ProjectionConfig())  # no transposed conv: quiet
+
+
+def test_incomplete_or_non_finite_projection_adapters_do_not_load(tmp_path):
+    """The same load checks for the other PEFT method of the package (one shared mechanism)."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    get_peft_model(net, hf_know.ProjectionConfig()).save_pretrained(tmp_path / "saved")
+    for name, edit, match in [
+        ("no-gamma", drop("2.projection_gamma"), r"missing from the file: \[.*2\.projection_gamma\.default"),
+        ("nan-gamma", poison("0.projection_gamma"), r"NaN or infinite values in \[.*0\.projection_gamma\.default"),
+    ]:
+        (tmp_path / name).mkdir()
+        folder = edited_copy(tmp_path / name, tmp_path / "saved", edit)
+        fresh = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+        with pytest.raises(ValueError, match=match):
+            PeftModel.from_pretrained(fresh, folder)

@@ -13,14 +13,14 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.utils import ModelOutput
 
-from .._adapter_loading import ShapeCheckedLoadMixin
+from .._adapter_loading import CheckedLoadMixin
 from .head import fit_lda
 from .layer import ClusterRetrievalLayer, Linear, Routing
 from .routing import TaskRouting
 from .signatures import SignatureBuffers, TaskSignature, fit_signature
 
 
-class ClusterRetrievalModel(TaskRouting, ShapeCheckedLoadMixin, BaseTuner):
+class ClusterRetrievalModel(TaskRouting, CheckedLoadMixin, BaseTuner):
     """PROTEUS (arXiv 2603.13235) as a PEFT tuner; see [`ClusterRetrievalAdapterConfig`].
 
     Create it with `get_peft_model(model, ClusterRetrievalAdapterConfig(...))` after `import hf_know`, then per task:
@@ -47,6 +47,7 @@ class ClusterRetrievalModel(TaskRouting, ShapeCheckedLoadMixin, BaseTuner):
 
     prefix: str = "cr_"
     tuner_layer_cls = ClusterRetrievalLayer
+    adapter_state_containers = ("cr_signatures",)
     target_module_mapping = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 
     def __init__(self, model, config, adapter_name, low_cpu_mem_usage: bool = False, state_dict=None) -> None:
@@ -111,39 +112,6 @@ class ClusterRetrievalModel(TaskRouting, ShapeCheckedLoadMixin, BaseTuner):
         for hook in self._hooks:
             hook.remove()
         return model
-
-    @classmethod
-    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name: str, state_dict):
-        """Refuse an adapter file that lacks tensors the method needs (a task's A/B/coefficients, a signature) or
-        holds NaN/inf in them, or whose tensors belong to modules this base model does not have: loaded anyway it
-        would route wrongly."""
-        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
-        containers = (".cr_A.", ".cr_B.", ".cr_coef.", "cr_signatures.")
-        ours = tuple(f"{container}{adapter_name}." for container in containers)
-        expected = {key for key in model.state_dict() if any(part in key for part in ours)}
-        loaded = {key for key in remapped if any(part in key for part in containers)}
-        missing, unexpected = sorted(expected - loaded), sorted(loaded - expected)
-        if missing or unexpected:
-            problems = []
-            if missing:
-                problems.append(f"{len(missing)} tensor(s) it needs are missing from the file: {missing[:5]}")
-            if unexpected:
-                problems.append(
-                    f"{len(unexpected)} tensor(s) of the file have no place in this model (another architecture or "
-                    f"target_modules?): {unexpected[:5]}"
-                )
-            raise ValueError(
-                f"Adapter {adapter_name!r} (tasks {config.task_names}) does not match this model: "
-                + "; ".join(problems)
-                + "."
-            )
-        broken = [k for k in loaded if remapped[k].is_floating_point() and not torch.isfinite(remapped[k]).all()]
-        if broken:
-            raise ValueError(
-                f"Adapter {adapter_name!r} holds NaN or infinite values in {sorted(broken)[:5]}; expected finite task "
-                "weights and signatures."
-            )
-        return remapped
 
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:

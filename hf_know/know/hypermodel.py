@@ -122,7 +122,7 @@ class KnownNet(nn.Module):
     def _packed(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Both branches' weights stacked `[2, in, out]` in `dtype`; rebuilt when any parameter changed
         (`_version`)."""
-        version = (dtype, *(p._version for p in self.parameters()))
+        version = tuple(p._version for p in self.parameters())
         cache = self.__dict__.setdefault("_packed_cache", {})
         if cache.get(dtype, (None,))[0] != version:
             # differences = trajectory @ eye.diff(), so the difference branch's first layer absorbs the operator.

@@ -156,10 +156,10 @@ class KnowPredictor:
                 f"predictor={predictor!r} reads the last {extrapolator.window} checkpoints of the trajectory; got "
                 f"{len(checkpoints)}. Collect more forgetting sessions or use a predictor with a shorter window."
             )
+        # Local checkpoints are checked before any Hub download; downloaded ones when the output is written.
         check_output_dir(output_dir, PREDICTION_KIND, inputs=checkpoints, overwrite=overwrite)
         sources = [resolve_checkpoint(spec, token=token) for spec in checkpoints]
         inputs = [source.folder for source in sources]
-        check_output_dir(output_dir, PREDICTION_KIND, inputs=inputs, overwrite=overwrite)
         sessions = [_read_session(source.folder) for source in sources]
         r = _check_order(sources, sessions, r)
         readers = [CheckpointReader(source, allow_pickle=allow_pickle) for source in sources]
@@ -290,11 +290,10 @@ def _check_compatible(readers: list[CheckpointReader]) -> None:
 def _read_checked(reader: CheckpointReader, name: str, start: int, stop: int) -> torch.Tensor:
     """Elements `[start, stop)` of tensor `name`, refused if a floating value is NaN or infinite."""
     values = reader.read(name, start, stop)
-    if values.is_floating_point() and not torch.isfinite(values).all():
-        bad = start + int((~torch.isfinite(values)).nonzero()[0, 0])
+    if values.is_floating_point() and (bad := _first_non_finite(values)) is not None:
         raise ValueError(
-            f"Tensor {name!r} of checkpoint {reader.checkpoint.label!r} holds a non-finite value (flat index {bad}); "
-            "expected finite weights."
+            f"Tensor {name!r} of checkpoint {reader.checkpoint.label!r} holds a non-finite value (flat index "
+            f"{start + bad}); expected finite weights."
         )
     return values
 
@@ -302,14 +301,19 @@ def _read_checked(reader: CheckpointReader, name: str, start: int, stop: int) ->
 def _finite_prediction(values: torch.Tensor, name: str, start: int) -> torch.Tensor:
     """`values` (already in the checkpoint's dtype), refused if any is NaN or infinite: a prediction that overflows
     the tensor's dtype is an error naming it, never a written checkpoint."""
-    if not torch.isfinite(values).all():
-        bad = start + int((~torch.isfinite(values)).nonzero()[0, 0])
+    if (bad := _first_non_finite(values)) is not None:
         raise ValueError(
-            f"The prediction for tensor {name!r} is not finite in {values.dtype} (flat index {bad}): the "
+            f"The prediction for tensor {name!r} is not finite in {values.dtype} (flat index {start + bad}): the "
             "extrapolation overflows that dtype. Nothing was written; use fewer steps, another predictor, or exclude "
             "the tensor (exclude=[...])."
         )
     return values
+
+
+def _first_non_finite(values: torch.Tensor) -> int | None:
+    """Index of the first NaN or infinite element of a flat tensor, or None."""
+    finite = torch.isfinite(values)
+    return None if finite.all() else int((~finite).nonzero()[0, 0])
 
 
 def _commit(source) -> str | None:

@@ -187,8 +187,6 @@ def _check_plan(output_dir: Path, plan: dict, overwrite: bool) -> None:
     """Record the run's settings in `trajectory.json`; refuse to resume a run made with other settings, and refuse
     a non-empty folder holding no trajectory (unless `overwrite`)."""
     manifest = output_dir / TRAJECTORY_FILE
-    if not manifest.is_file():
-        check_output_dir(output_dir, "know-trajectory", overwrite=overwrite)
     if manifest.is_file():
         previous = json.loads(manifest.read_text())
         changed = sorted(key for key in plan if previous.get(key) != plan[key])
@@ -199,6 +197,7 @@ def _check_plan(output_dir: Path, plan: dict, overwrite: bool) -> None:
                 "output_dir, or the same settings to resume."
             )
         return
+    check_output_dir(output_dir, "know-trajectory", overwrite=overwrite)
     output_dir.mkdir(parents=True, exist_ok=True)
     tmp = manifest.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(plan, indent=2))

@@ -11,7 +11,7 @@ from peft.utils import ModulesToSaveWrapper
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from .._adapter_loading import ShapeCheckedLoadMixin
+from .._adapter_loading import CheckedLoadMixin
 from .config import ALL_CONV, ProjectionConfig
 from .layer import LAYER_CLASSES, ProjectionLayer
 
@@ -19,7 +19,7 @@ from .layer import LAYER_CLASSES, ProjectionLayer
 _WRAPPER_INTERNALS = ("base_layer", "original_module", "modules_to_save")
 
 
-class ProjectionModel(ShapeCheckedLoadMixin, BaseTuner):
+class ProjectionModel(CheckedLoadMixin, BaseTuner):
     """Wraps the conv layers of a model in projected convs (see [`ProjectionConfig`]).
 
     Create it through `peft.get_peft_model(model, ProjectionConfig())` after `import hf_know`. Targets are found by
