@@ -1,8 +1,8 @@
 """Safe outputs: never write over an input or over a folder hf-know did not write, and write atomically.
 
-Every writer of the project (`KnowPredictor.predict`, `hf_know.hub.pull`, the `trainers/` scripts, trajectory
-sessions) goes through `atomic_output_dir`, and the scripts call `check_output_dir` before any work starts. The
-rules, checked before anything is touched:
+Every writer of the project (`KnowPredictor.predict`, `hf_know.hub.pull`, the scripts, trajectory sessions) goes
+through `atomic_output_dir`; the scripts call `check_output_dir` before any work starts, and `claim_output_dir`
+before their `Trainer` runs. The rules, checked before anything is touched:
 
 - an output that is, contains, or lies inside one of the run's inputs is refused, naming both paths;
 - an output that is, or contains, the working directory, the home folder or the filesystem root is refused;
@@ -112,6 +112,27 @@ def check_output_dir(
     return output
 
 
+def claim_output_dir(
+    target: str | os.PathLike,
+    kind: str,
+    *,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    overwrite: bool = False,
+) -> Path:
+    """`check_output_dir`, then mark an absent or empty target as this run's output of `kind`: what the run writes
+    there before its final atomic write (a `Trainer`'s checkpoints, say) then lands in a folder the final write may
+    replace, instead of making it look foreign. A target that already holds files is left untouched."""
+    output = check_output_dir(target, kind, inputs=inputs, overwrite=overwrite)
+    if not output.exists() or not any(output.iterdir()):
+        output.mkdir(parents=True, exist_ok=True)
+        _write_marker(output, kind)
+    return output
+
+
+def _write_marker(folder: Path, kind: str) -> None:
+    (folder / OUTPUT_MARKER).write_text(json.dumps({"kind": kind, "writer": "hf-know"}), encoding="utf-8")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -164,7 +185,7 @@ def atomic_output_dir(
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.{TMP_TAG}.{os.getpid()}.", dir=output.parent))
     try:
         yield tmp
-        (tmp / OUTPUT_MARKER).write_text(json.dumps({"kind": kind, "writer": "hf-know"}), encoding="utf-8")
+        _write_marker(tmp, kind)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

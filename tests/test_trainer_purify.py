@@ -162,6 +162,33 @@ def test_an_encoder_decoder_student_through_the_console_entry_point(tmp_path, hu
     assert usage.returncode != 0 and "purify" in usage.stderr and "know" in usage.stderr
 
 
+def test_a_run_that_checkpoints_into_its_output_dir_still_writes_its_result(tmp_path, hub):
+    """The Trainer's checkpoints land in output_dir during the run: the final write must not take them for a
+    folder hf-know did not write."""
+    output = tmp_path / "checkpointed"
+    run(
+        [
+            sys.executable,
+            SCRIPT,
+            "--config",
+            TINY,
+            "--output_dir",
+            str(output),
+            "--num_train_epochs",
+            "1",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "3",
+            "--purifier",
+            "single_teacher:adder",
+        ],
+        hub.env,
+    )
+    assert (output / "model.safetensors").is_file() and (output / "metrics.json").is_file()
+    assert "router" not in (output / "README.md").read_text()  # a single teacher has no router to link
+
+
 def test_script_names_a_bad_purifier(tmp_path, hub):
     bad = [sys.executable, SCRIPT, "--config", TINY, "--output_dir", str(tmp_path / "x")]
     with pytest.raises(AssertionError, match=r"purifier='gpt4'; expected one of"):

@@ -10,6 +10,8 @@ top-1 prediction under teacher forcing, which is exactly when greedy decoding ge
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -68,7 +70,7 @@ class DistillationCollator(DataCollatorForLanguageModeling):
     the rationales the policy did not choose for their question."""
 
     rationale_weight: float = 1.0
-    keep: Any = None  # SelectorStep.keep
+    keep: Callable[[list[dict]], list[bool]] | None = None  # SelectorStep.keep
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         if "task" not in examples[0]:  # packed sequences mix examples (rationale_weight is then 1)
@@ -136,9 +138,8 @@ class _PurifiedDistillation:
         if self._answer_results is None:  # a forward outside the evaluation loop
             return
         wrong = per_example_mean((~correct).float(), mask, example_index, len(task))
-        answers = task == ANSWER
-        results = torch.stack([(wrong[answers] == 0).float(), torch.ones_like(wrong[answers])], dim=1)
-        self._answer_results.append(self.accelerator.gather_for_metrics(results).sum(0).cpu())
+        right = (wrong == 0)[task == ANSWER].float()  # an answer is right when no token of it is wrong
+        self._answer_results.append(self.accelerator.gather_for_metrics(right).cpu())
 
     def _set_signature_columns_if_needed(self):
         """Keep each example's task, teacher and question through `remove_unused_columns`."""
@@ -152,10 +153,9 @@ class _PurifiedDistillation:
             output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
         finally:
             results, self._answer_results = self._answer_results, None
-        if results:
-            hits, total = torch.stack(results).sum(0).tolist()
-            if total:
-                output.metrics[f"{metric_key_prefix}_answer_accuracy"] = hits / total
+        right = torch.cat(results) if results else torch.empty(0)
+        if len(right):
+            output.metrics[f"{metric_key_prefix}_answer_accuracy"] = right.mean().item()
         return output
 
 
@@ -214,38 +214,42 @@ class PurifiedDistillTrainer(_PurifiedDistillation, SFTTrainer):
             raise TypeError(f"PurifiedDistillTrainer builds on trl's language-modeling collator, got {collator!r}.")
         keep = self.selector_step.keep if self.selector_step is not None else None
         self.data_collator = DistillationCollator(**asdict(collator), rationale_weight=args.rationale_weight, keep=keep)
-        self._pending: dict | None = None
-        self.model.register_forward_hook(self._weigh_log_probs, with_kwargs=True)
-
-    def _weigh_log_probs(self, module: nn.Module, args: tuple, kwargs: dict, output):
-        """Forward hook: on the fused LM head's outputs of a `compute_loss` call, weight each token's log-probability
-        (SFT's loss is their negated sum over the token count, so this weights the loss) and keep the unweighted
-        per-token results for the selector and the answer accuracy."""
-        pending = self._pending
-        if pending is None or not kwargs.get("fused_lm_head"):
-            return output
-        weights = pending["loss_weights"][:, 1:].to(output.log_probs)  # aligned with the next-token labels
-        if weights.shape != output.log_probs.shape:
-            raise ValueError(
-                f"Per-token log-probabilities of shape {tuple(output.log_probs.shape)} do not match the batch's "
-                f"{tuple(weights.shape)}: prompt-learning PEFT methods add tokens, which task weights cannot follow."
-            )
-        pending["token_nll"] = -output.log_probs.detach()
-        pending["correct"], pending["mask"] = output.is_top1.bool(), output.label_mask.bool()
-        output.log_probs = output.log_probs * weights
-        return output
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """SFT's loss, with each completion token's log-probability weighted by its task (through a hook on the
+        fused LM head's outputs for the length of the call); then the RL selector's step or the answer accuracy."""
         extras = {key: inputs.pop(key) for key in DISTILLATION_KEYS if key in inputs}
-        self._pending = extras or None
+        if not extras:  # packed batches carry no tasks
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        captured: dict[str, torch.Tensor] = {}
+        hook = functools.partial(_weigh_log_probs, extras["loss_weights"], captured)
+        handle = self.model.register_forward_hook(hook, with_kwargs=True)
         try:
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         finally:
-            pending, self._pending = self._pending, None
-        if pending is not None and "token_nll" in pending:
-            index = extras["example_index"][:, 1:].to(pending["token_nll"].device)
-            self._after_forward(extras, pending["token_nll"], pending["correct"], pending["mask"], index)
+            handle.remove()
+        if captured:  # a fused forward ran (not, e.g., under a custom compute_loss_func)
+            index = extras["example_index"][:, 1:].to(captured["token_nll"].device)  # aligned with next-token labels
+            self._after_forward(extras, captured["token_nll"], captured["correct"], captured["mask"], index)
         return result
+
+
+def _weigh_log_probs(loss_weights: torch.Tensor, captured: dict, module, args, kwargs, output):
+    """Forward hook on a causal student: on the fused LM head's outputs (SFT's loss is the negated sum of their
+    `log_probs` over the token count), weight each token's log-probability, and keep the unweighted per-token NLL,
+    top-1 hits and label mask in `captured`."""
+    if not kwargs.get("fused_lm_head"):
+        return output
+    weights = loss_weights[:, 1:].to(output.log_probs)  # aligned with the next-token labels
+    if weights.shape != output.log_probs.shape:
+        raise ValueError(
+            f"Per-token log-probabilities of shape {tuple(output.log_probs.shape)} do not match the batch's "
+            f"{tuple(weights.shape)}: prompt-learning PEFT methods add tokens, which task weights cannot follow."
+        )
+    captured["token_nll"] = -output.log_probs.detach()
+    captured["correct"], captured["mask"] = output.is_top1.bool(), output.label_mask.bool()
+    output.log_probs = output.log_probs * weights
+    return output
 
 
 @dataclass
@@ -255,7 +259,7 @@ class Seq2SeqDistillationCollator:
 
     pad_token_id: int
     rationale_weight: float = 1.0
-    keep: Any = None
+    keep: Callable[[list[dict]], list[bool]] | None = None  # SelectorStep.keep
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         if self.keep is not None:

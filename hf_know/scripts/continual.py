@@ -29,7 +29,7 @@ from ..cluster_retrieval.card import continual_model_card
 from ..cluster_retrieval.stream import run_task_stream
 from ..hub import push_folder
 from ..image_data import digits_task_stream
-from ..io import atomic_output_dir, check_output_dir
+from ..io import atomic_output_dir, check_output_dir, claim_output_dir
 
 
 @dataclass
@@ -134,6 +134,7 @@ def main(script_args: ContinualArguments, training_args: TrainingArguments) -> d
         ("digits_" + "_".join(map(str, group)), data["train"], data["test"])
         for group, data in zip(script_args.tasks, stream, strict=True)
     ]
+    claim_output_dir(training_args.output_dir, **output)  # what the Trainer writes there is this run's
     result = run_task_stream(model, tasks, training_args)
     metrics = {**result.metrics(), **dataclasses.asdict(result)}
     if training_args.process_index == 0:

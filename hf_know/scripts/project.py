@@ -23,7 +23,7 @@ from trl import TrlParser
 from ..cli import ScriptTrainingArguments, parse
 from ..hub import push_folder
 from ..image_data import load_digits_dataset
-from ..io import atomic_output_dir, check_output_dir
+from ..io import atomic_output_dir, check_output_dir, claim_output_dir
 from ..projection.card import projection_model_card
 from ..projection.recipes import METHODS, apply_method, prepare_full_finetuning
 
@@ -129,6 +129,7 @@ def main(script_args: ProjectArguments, training_args: TrainingArguments) -> dic
         skip_pointwise=script_args.skip_pointwise,
         train_batchnorm=script_args.train_batchnorm,
     )
+    claim_output_dir(training_args.output_dir, **output)  # what the Trainer writes there is this run's
     trainer = train(model, training_args, data)
     if script_args.method == "projection_then_full":
         stage2 = dataclasses.replace(

@@ -32,7 +32,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_qu
 
 from ..cli import parse
 from ..hub import push_folder
-from ..io import atomic_output_dir, check_output_dir
+from ..io import atomic_output_dir, check_output_dir, claim_output_dir
 from ..purification import (
     PURIFIERS,
     AggregationPurifier,
@@ -194,16 +194,16 @@ def main(script_args: PurifyArguments, training_args: PurifiedDistillConfig, mod
     model, tokenizer = build_student(script_args, model_args, train)
     purifier, selector = build_purifier(script_args, teachers, train, tokenizer, training_args.seed)
     common = dict(teachers=teachers, purifier=purifier, selector=selector)
+    peft_config = get_peft_config(model_args)
     if model.config.is_encoder_decoder:
-        peft_config = get_peft_config(model_args)
         model = get_peft_model(model, peft_config) if peft_config is not None else model
         args = seq2seq_config(training_args)
         trainer = PurifiedSeq2SeqDistillTrainer(model, args, train, test, tokenizer, **common)
     else:
-        peft_config = get_peft_config(model_args)
         trainer = PurifiedDistillTrainer(
             model, training_args, train, test, tokenizer, peft_config=peft_config, **common
         )
+    claim_output_dir(training_args.output_dir, **output)  # what the Trainer writes there is this run's
     result = trainer.train()
     metrics = {**trainer.evaluate(), "train_runtime": result.metrics["train_runtime"]}
     chosen = selector.purify(trainer.rationale_data) if selector else trainer.rationale_data
@@ -218,7 +218,8 @@ def main(script_args: PurifyArguments, training_args: PurifiedDistillConfig, mod
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
         router_repo = f"{hub_model_id}-router" if push and router is not None else None
         trainer.hub_model_id = hub_model_id  # named in the card's quick start
-        write_model_card(trainer, script_args, training_args, router_repo)
+        router_text = f"[{router_repo}](https://huggingface.co/{router_repo})" if router_repo else "`router/` here"
+        write_model_card(trainer, script_args, training_args, router_text if router is not None else None)
         if push:
             if router_repo:
                 router.push_to_hub(router_repo, token=training_args.hub_token)
@@ -227,18 +228,18 @@ def main(script_args: PurifyArguments, training_args: PurifiedDistillConfig, mod
     return metrics
 
 
-def write_model_card(trainer, script_args: PurifyArguments, training_args, router_repo: str | None) -> None:
+def write_model_card(trainer, script_args: PurifyArguments, training_args, router: str | None) -> None:
     """The trainer's model card (trl's for causal students: tags and the paper's citation), naming the purifier and
-    linking the router."""
+    linking the router (`router`: where it is, in Markdown; None if the purifier has none)."""
     output = Path(training_args.output_dir)
     name = (training_args.hub_model_id or output.name).split("/")[-1]
     tags = ["hf-know", "knowledge-purification", f"purifier-{script_args.purifier.split(':')[0]}"]
     trainer.create_model_card(model_name=name, tags=tags)
     card = ModelCard.load(output / "README.md")
-    router = f"[{router_repo}](https://huggingface.co/{router_repo})" if router_repo else "`router/` in this folder"
+    with_router = f" (router: {router})" if router else ""
     card.text += (
         f"\n## Knowledge purification\n\nRationales of the teachers {', '.join(trainer.teachers)} were purified with "
-        f"`{script_args.purifier}` (router: {router}) and distilled with `distill_mode={training_args.distill_mode}`, "
+        f"`{script_args.purifier}`{with_router} and distilled with `distill_mode={training_args.distill_mode}`, "
         f"λ = {training_args.rationale_weight}, by [hf-know](https://github.com/hf-know/hf-know) "
         "(knowledge purification, [arXiv 2602.01064](https://arxiv.org/abs/2602.01064)).\n"
     )
