@@ -44,10 +44,12 @@ def feature_block(depth: int, feature_layer: int) -> int:
 
 
 @contextlib.contextmanager
-def hidden_state_at(model: nn.Module, layer: int) -> Iterator[dict]:
-    """Within the block, a forward of `model` runs its blocks up to hidden state `layer` only and leaves that state
-    in the yielded dict under `"hidden"`: the input of block `layer`, or the output of the last block."""
+def hidden_state_at(model: nn.Module, feature_layer: int) -> Iterator[dict]:
+    """Within the block, a forward of `model` runs its blocks up to hidden state `feature_layer` only (see
+    `feature_block`) and leaves that state in the yielded dict under `"hidden"`: the input of that block, or the
+    output of the last block."""
     parent, name, blocks = block_stack(model)
+    layer = feature_block(len(blocks), feature_layer)
     captured: dict = {}
     if layer < len(blocks):  # hidden state `layer` is block `layer`'s input: keep that block to read its input
 

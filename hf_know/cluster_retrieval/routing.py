@@ -11,10 +11,8 @@ from torch import nn
 
 from .embedding import (
     batch_size,
-    block_stack,
     continues_generation,
     embedding_inputs,
-    feature_block,
     hidden_state_at,
     pool,
     repeat_batch,
@@ -182,7 +180,6 @@ class TaskRouting:
         module, all copies in one forward pass cut after the feature layer), or a single one through the frozen
         backbone if `tasks` is None."""
         config = self.peft_config[adapter]
-        layer = feature_block(len(block_stack(self.model)[2]), config.feature_layer)
         kwargs = embedding_inputs(self.model, kwargs)
         batch = batch_size(args, kwargs)
         copies = len(tasks) if tasks else 1
@@ -195,7 +192,7 @@ class TaskRouting:
             weights = {adapter: nn.functional.one_hot(ids, len(config.task_names)).float()}
         saved, self.routing.weights, self._embedding_pass = self.routing.weights, weights, True
         try:
-            with hidden_state_at(self.model, layer) as captured:
+            with hidden_state_at(self.model, config.feature_layer) as captured:
                 self.model(*args, **kwargs)
         finally:
             self.routing.weights, self._embedding_pass = saved, False
