@@ -105,10 +105,7 @@ class HubState:
         can name a path outside the blob folder."""
         if not isinstance(sha256, str) or not _SHA256_HEX.match(sha256):
             raise HubError(400, f"Invalid LFS oid {sha256!r}: expected a sha256 digest of 64 hex characters.")
-        path = (self.storage / "blobs" / sha256).resolve()
-        if path.parent != (self.storage / "blobs").resolve():
-            raise HubError(400, f"Invalid LFS oid {sha256!r}.")
-        return path
+        return self.storage / "blobs" / sha256
 
     def upload_signature(self, oid: str) -> str:
         """The signature an LFS upload URL carries (as a real Hub's presigned URLs do), since the client sends no
@@ -325,8 +322,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def create_repo(self, method, body):
         payload = json.loads(body or b"{}")
-        # A name without an organization lands in the user's own namespace, as on the Hub.
-        repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
+        repo_id = _repo_id(payload)
         repo_type = payload.get("type") or "model"
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
         url = f"{self.base}/{prefix}{repo_id}"
@@ -339,7 +335,7 @@ class HubRequestHandler(BaseHTTPRequestHandler):
 
     def delete_repo(self, method, body):
         payload = json.loads(body or b"{}")
-        repo_id = f"{payload.get('organization') or USER}/{payload['name']}"
+        repo_id = _repo_id(payload)
         self.state.delete_repo(payload.get("type") or "model", repo_id)
         self._send_json({})
 
@@ -550,6 +546,11 @@ class _HubHTTPServer(ThreadingHTTPServer):
     def __init__(self, address, state: HubState):
         super().__init__(address, HubRequestHandler)
         self.state = state
+
+
+def _repo_id(payload: dict) -> str:
+    """The repo a create/delete request names; one without an organization is the user's, as on the Hub."""
+    return f"{payload.get('organization') or USER}/{payload['name']}"
 
 
 def _resolve(repo: Repo, revision: str) -> Commit:
