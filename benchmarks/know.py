@@ -23,6 +23,8 @@ resident memory of a fresh process running it, for KNOWN and, as the I/O-bound b
 
     python benchmarks/know.py                     # writes benchmarks/results/know.{json,md,png}
     python benchmarks/know.py --settings vision --seeds 0 1 2 --skip-cost
+
+One file, like every benchmark here: setting, arms, scoring and report together, so that it runs standalone.
 """
 
 from __future__ import annotations

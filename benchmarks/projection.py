@@ -10,6 +10,8 @@ and merged projection model as a ratio to the base model.
 
     python benchmarks/projection.py            # writes benchmarks/results/projection.{json,md,png}
     python benchmarks/projection.py --device cuda
+
+One file, like every benchmark here: setting, arms, scoring and report together, so that it runs standalone.
 """
 
 from __future__ import annotations

@@ -29,20 +29,12 @@ from hf_know.purification import (
     PurifiedSeq2SeqDistillTrainer,
     ReinforceSelector,
     SingleTeacher,
+    toy,
 )
 from hf_know.purification.distillation import RATIONALE
-from hf_know.purification.toy import (
-    TOY_TEACHERS,
-    rationale_texts,
-    tiny_llama_student,
-    tiny_sentence_encoder,
-    tiny_t5,
-    toy_rationale_data,
-    word_tokenizer,
-)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TEACHERS = list(TOY_TEACHERS)
+TEACHERS = list(toy.TOY_TEACHERS)
 
 
 def reference_loss(trainer, batch: dict) -> float:
@@ -65,11 +57,11 @@ def reference_loss(trainer, batch: dict) -> float:
 
 
 def run_case(name: str, student: str, device: str, bf16: bool, **options) -> dict:
-    data = toy_rationale_data(128)
+    data = toy.toy_rationale_data(128)
     train, test = data.select(range(96)), data.select(range(96, 128))
-    tokenizer = word_tokenizer(rationale_texts(data), append_eos=student == "t5")
+    tokenizer = toy.word_tokenizer(toy.rationale_texts(data), append_eos=student == "t5")
     torch.manual_seed(0)
-    model = tiny_t5(len(tokenizer), d_model=64) if student == "t5" else tiny_llama_student(len(tokenizer), 64)
+    model = toy.tiny_t5(len(tokenizer), d_model=64) if student == "t5" else toy.tiny_llama_student(len(tokenizer), 64)
     config_options = {key: options.pop(key) for key in ("padding_free", "max_length") if key in options}
     with tempfile.TemporaryDirectory() as tmp:
         common = dict(
@@ -124,7 +116,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS / "purify_device_check.json")
     args = parser.parse_args()
     bf16 = args.device == "cuda"
-    encoder_tokenizer = word_tokenizer(rationale_texts(toy_rationale_data(128)))
+    encoder_tokenizer = toy.word_tokenizer(toy.rationale_texts(toy.toy_rationale_data(128)))
     adder = SingleTeacher(TEACHERS, "adder")
     cases = [
         run_case("causal, full", "llama", args.device, bf16, purifier=adder),
@@ -144,7 +136,7 @@ def main() -> None:
             "llama",
             args.device,
             bf16,
-            selector=ReinforceSelector(TEACHERS, tiny_sentence_encoder(encoder_tokenizer)),
+            selector=ReinforceSelector(TEACHERS, toy.tiny_sentence_encoder(encoder_tokenizer)),
         ),
         run_case("T5, full", "t5", args.device, bf16, purifier=adder),
     ]

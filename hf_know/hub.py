@@ -19,6 +19,16 @@ CARD_FILENAME = "README.md"
 TEMPLATES = resources.files("hf_know") / "model_cards"
 
 
+def mixin_metadata(tags: list[str], arxiv_id: str) -> dict:
+    """`ModelHubMixin` class keywords for an hf-know class: library name, tags, repository and paper."""
+    return {
+        "library_name": "hf-know",
+        "tags": ["hf-know", *tags],
+        "repo_url": "https://github.com/hf-know/hf-know",
+        "paper_url": f"https://arxiv.org/abs/{arxiv_id}",
+    }
+
+
 def check_local_or_repo_id(name_or_path: str | os.PathLike, what: str) -> None:
     """Refuse a name that looks like a local path (`./x`, `/x`, `~/x`, `a/b/c`) but does not exist, naming it;
     otherwise huggingface_hub would take it for a repo id and fail with an unrelated `HFValidationError`."""

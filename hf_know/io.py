@@ -112,17 +112,12 @@ def check_output_dir(
     return output
 
 
-def claim_output_dir(
-    target: str | os.PathLike,
-    kind: str,
-    *,
-    inputs: Iterable[str | os.PathLike | None] = (),
-    overwrite: bool = False,
-) -> Path:
-    """`check_output_dir`, then mark an absent or empty target as this run's output of `kind`: what the run writes
-    there before its final atomic write (a `Trainer`'s checkpoints, say) then lands in a folder the final write may
-    replace, instead of making it look foreign. A target that already holds files is left untouched."""
-    output = check_output_dir(target, kind, inputs=inputs, overwrite=overwrite)
+def claim_output_dir(target: str | os.PathLike, kind: str, **check) -> Path:
+    """`check_output_dir(target, kind, **check)`, then mark an absent or empty target as this run's output of
+    `kind`: what the run writes there before its final atomic write (a `Trainer`'s checkpoints, say) then lands in a
+    folder the final write may replace, instead of making it look foreign. A target that already holds files is
+    left untouched."""
+    output = check_output_dir(target, kind, **check)
     if not output.exists() or not any(output.iterdir()):
         output.mkdir(parents=True, exist_ok=True)
         _write_marker(output, kind)
@@ -196,6 +191,17 @@ def atomic_output_dir(
     tmp.rename(output)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def save_output(
+    target: str | os.PathLike, kind: str, model, metrics: dict, *, metrics_file: str = "metrics.json", **check
+) -> Path:
+    """Write `model.save_pretrained` and `metrics` (as JSON in `metrics_file`) to `target` in one atomic step
+    (`atomic_output_dir(target, kind, **check)`); return the target."""
+    with atomic_output_dir(target, kind, **check) as tmp:
+        model.save_pretrained(tmp)
+        (tmp / metrics_file).write_text(json.dumps(metrics, indent=2))
+    return Path(target)
 
 
 class GuardedSaveMixin:

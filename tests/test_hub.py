@@ -4,7 +4,9 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import peft
 import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
@@ -110,7 +112,7 @@ def test_templates_ship_in_the_wheel(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
     site = next(venv.glob("lib/python*/site-packages"))
-    deps = next(p for p in sys.path if p.endswith("site-packages") and (os.path.isdir(os.path.join(p, "peft"))))
+    deps = str(Path(peft.__file__).resolve().parent.parent)  # the site-packages folder the dependencies live in
     (site / "deps.pth").write_text(deps + "\n")  # a plain path line: the dev install's .pth hooks are not run
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--target", site, wheel],

@@ -21,6 +21,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from ..hub import mixin_metadata
 from ..io import GuardedSaveMixin
 
 KINDS = ("conv", "fc", "bias")
@@ -162,13 +163,7 @@ def tensor_kind(shape: tuple[int, ...] | torch.Size, conv_rule: str = "any_kerne
 
 
 class KnowHyperModel(
-    GuardedSaveMixin,
-    nn.Module,
-    PyTorchModelHubMixin,
-    library_name="hf-know",
-    tags=["hf-know", "know", "weight-prediction"],
-    repo_url="https://github.com/hf-know/hf-know",
-    paper_url="https://arxiv.org/abs/2508.05059",
+    GuardedSaveMixin, nn.Module, PyTorchModelHubMixin, **mixin_metadata(["know", "weight-prediction"], "2508.05059")
 ):
     """The three KNOWN networks (`conv`, `fc`, `bias`) and the rule routing a tensor to one of them.
 

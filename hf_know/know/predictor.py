@@ -6,6 +6,9 @@
 
 Checkpoints are read tensor by tensor, a chunk of elements at a time, and the result is streamed into a standard
 (sharded) safetensors folder, so memory does not grow with model size.
+
+One module of about 360 lines: resolving the trajectory, planning the tensors and the streamed prediction are the
+three steps of `predict` and share its validated options; each step is a function of its own.
 """
 
 from __future__ import annotations

@@ -109,6 +109,9 @@ class PurifiedDistillConfig(DistillationArguments, SFTConfig):
     def __post_init__(self):
         if self.bf16 is None:  # SFTConfig turns it on everywhere, which fails on CPU
             self.bf16 = not self.fp16 and not self.use_cpu and is_torch_bf16_gpu_available()
+        if self.activation_checkpointing is None and self.gradient_checkpointing is True:
+            # SFTConfig's default, under the name transformers deprecates: carried over without its FutureWarning
+            self.activation_checkpointing = True
         super().__post_init__()
         if self.packing and self.rationale_weight != 1:
             raise ValueError(

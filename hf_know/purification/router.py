@@ -20,7 +20,7 @@ from huggingface_hub.constants import CONFIG_NAME
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..hub import render_model_card
+from ..hub import mixin_metadata, render_model_card
 from ..io import GuardedSaveMixin
 from .data import validate_rationale_data
 from .encoder import SentenceEncoder
@@ -39,13 +39,7 @@ def best_teacher_targets(scores: torch.Tensor) -> torch.Tensor:
 
 
 class TeacherRouter(
-    GuardedSaveMixin,
-    nn.Module,
-    ModelHubMixin,
-    library_name="hf-know",
-    tags=["hf-know", "knowledge-purification", "router"],
-    repo_url="https://github.com/hf-know/hf-know",
-    paper_url="https://arxiv.org/abs/2602.01064",
+    GuardedSaveMixin, nn.Module, ModelHubMixin, **mixin_metadata(["knowledge-purification", "router"], "2602.01064")
 ):
     """Route each question to one teacher. Subclasses define `method`, `teacher_logits`, and `routing_loss` (trained
     by the shared minibatch loop of `_fit`) or their own `_fit`.

@@ -28,6 +28,7 @@ from .encoder import SentenceEncoder
 
 TOY_TEACHERS = ("adder", "multiplier")
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
+WORD_TOKENIZER_IDS = {"pad_token_id": 0, "eos_token_id": 1}  # the ids `word_tokenizer` gives SPECIAL_TOKENS
 
 
 def toy_rationale_data(n: int = 64, seed: int = 0) -> Dataset:
@@ -90,18 +91,8 @@ def rationale_texts(dataset: Dataset) -> list[str]:
 
 def tiny_t5(vocab_size: int, d_model: int = 32) -> T5ForConditionalGeneration:
     """A one-layer T5 encoder-decoder (pad 0, eos 1: the `word_tokenizer` ids)."""
-    config = T5Config(
-        vocab_size=vocab_size,
-        d_model=d_model,
-        d_kv=8,
-        d_ff=2 * d_model,
-        num_layers=1,
-        num_decoder_layers=1,
-        num_heads=4,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
+    layout = {"d_kv": 8, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 4, "decoder_start_token_id": 0}
+    config = T5Config(vocab_size=vocab_size, d_model=d_model, d_ff=2 * d_model, **layout, **WORD_TOKENIZER_IDS)
     return T5ForConditionalGeneration(config)
 
 
@@ -114,9 +105,8 @@ def tiny_llama_student(vocab_size: int, hidden_size: int = 32) -> LlamaForCausal
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=2,
-        pad_token_id=0,
-        eos_token_id=1,
         bos_token_id=1,
+        **WORD_TOKENIZER_IDS,
     )
     return LlamaForCausalLM(config)
 

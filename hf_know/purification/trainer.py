@@ -94,6 +94,36 @@ class _PurifiedDistillation:
         "citation": CITATION,
     }
 
+    _config_class: type
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel,
+        args: PurifiedDistillConfig | PurifiedSeq2SeqDistillConfig,
+        train_dataset: Dataset,
+        eval_dataset: Dataset | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        *,
+        teachers: list[str] | None = None,
+        purifier: Purifier | None = None,
+        selector: ReinforceSelector | None = None,
+        **kwargs,
+    ):
+        if not isinstance(args, self._config_class):
+            raise TypeError(f"args must be a {self._config_class.__name__}, got {type(args).__name__}.")
+        self._check_student(model, args, processing_class, selector)
+        train, evaluation = self._prepare_distillation(args, train_dataset, eval_dataset, teachers, purifier, selector)
+        keep = self.selector_step.keep if self.selector_step is not None else None
+        self._init_trainer(model, args, train, evaluation, processing_class, keep, kwargs)
+
+    def _check_student(self, model, args, processing_class, selector) -> None:
+        """Refuse a student, tokenizer or option this trainer cannot train."""
+        raise NotImplementedError
+
+    def _init_trainer(self, model, args, train, evaluation, processing_class, keep, kwargs: dict) -> None:
+        """Build the underlying trainer on the distillation examples, with a collator that keeps `keep`'s choice."""
+        raise NotImplementedError
+
     def _prepare_distillation(self, args, train_dataset, eval_dataset, teachers, purifier, selector):
         """(train examples, eval examples); validates the data and purifies it where needed."""
         teachers = teachers or getattr(selector or purifier, "teachers", None)
@@ -182,22 +212,9 @@ class PurifiedDistillTrainer(_PurifiedDistillation, SFTTrainer):
 
     _tag_names = ["trl", "sft", *_PurifiedDistillation._tag_names]
     _name = "Purified distillation"
+    _config_class = PurifiedDistillConfig
 
-    def __init__(
-        self,
-        model: str | PreTrainedModel,
-        args: PurifiedDistillConfig,
-        train_dataset: Dataset,
-        eval_dataset: Dataset | None = None,
-        processing_class: PreTrainedTokenizerBase | None = None,
-        *,
-        teachers: list[str] | None = None,
-        purifier: Purifier | None = None,
-        selector: ReinforceSelector | None = None,
-        **kwargs,
-    ):
-        if not isinstance(args, PurifiedDistillConfig):
-            raise TypeError(f"args must be a PurifiedDistillConfig, got {type(args).__name__}.")
+    def _check_student(self, model, args, processing_class, selector) -> None:
         if isinstance(model, PreTrainedModel) and model.config.is_encoder_decoder:
             raise ValueError(
                 f"{type(model).__name__} is an encoder-decoder model: use PurifiedSeq2SeqDistillTrainer with a "
@@ -205,14 +222,14 @@ class PurifiedDistillTrainer(_PurifiedDistillation, SFTTrainer):
             )
         if selector is not None and args.packing:
             raise ValueError("An RL selector chooses rationales per question, which packing mixes: set packing=False.")
-        train, evaluation = self._prepare_distillation(args, train_dataset, eval_dataset, teachers, purifier, selector)
-        super().__init__(
-            model, args, train_dataset=train, eval_dataset=evaluation, processing_class=processing_class, **kwargs
+
+    def _init_trainer(self, model, args, train, evaluation, processing_class, keep, kwargs: dict) -> None:
+        SFTTrainer.__init__(
+            self, model, args, train_dataset=train, eval_dataset=evaluation, processing_class=processing_class, **kwargs
         )
         collator = self.data_collator
         if not isinstance(collator, DataCollatorForLanguageModeling):
             raise TypeError(f"PurifiedDistillTrainer builds on trl's language-modeling collator, got {collator!r}.")
-        keep = self.selector_step.keep if self.selector_step is not None else None
         self.data_collator = DistillationCollator(**asdict(collator), rationale_weight=args.rationale_weight, keep=keep)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -282,34 +299,23 @@ class PurifiedSeq2SeqDistillTrainer(_PurifiedDistillation, Seq2SeqTrainer):
     Args: as [`PurifiedDistillTrainer`], with a [`PurifiedSeq2SeqDistillConfig`] and the tokenizer required.
     """
 
-    def __init__(
-        self,
-        model: PreTrainedModel,
-        args: PurifiedSeq2SeqDistillConfig,
-        train_dataset: Dataset,
-        eval_dataset: Dataset | None = None,
-        processing_class: PreTrainedTokenizerBase | None = None,
-        *,
-        teachers: list[str] | None = None,
-        purifier: Purifier | None = None,
-        selector: ReinforceSelector | None = None,
-        **kwargs,
-    ):
-        if not isinstance(args, PurifiedSeq2SeqDistillConfig):
-            raise TypeError(f"args must be a PurifiedSeq2SeqDistillConfig, got {type(args).__name__}.")
+    _config_class = PurifiedSeq2SeqDistillConfig
+
+    def _check_student(self, model, args, processing_class, selector) -> None:
         if not model.config.is_encoder_decoder:
             raise ValueError(f"{type(model).__name__} is a decoder-only model: use PurifiedDistillTrainer for it.")
         if processing_class is None:
             raise ValueError("PurifiedSeq2SeqDistillTrainer needs the student's tokenizer as processing_class.")
-        train, evaluation = self._prepare_distillation(args, train_dataset, eval_dataset, teachers, purifier, selector)
+
+    def _init_trainer(self, model, args, train, evaluation, processing_class, keep, kwargs: dict) -> None:
         start = model.config.decoder_start_token_id
         tokenize = {"fn_kwargs": {"tokenizer": processing_class, "args": args, "start": start}, "desc": "Tokenizing"}
         train = train.map(_tokenize_seq2seq, remove_columns=["prompt", "completion"], **tokenize)
         if evaluation is not None:
             evaluation = evaluation.map(_tokenize_seq2seq, remove_columns=["prompt", "completion"], **tokenize)
-        keep = self.selector_step.keep if self.selector_step is not None else None
         collator = Seq2SeqDistillationCollator(processing_class.pad_token_id, args.rationale_weight, keep)
-        super().__init__(
+        Seq2SeqTrainer.__init__(
+            self,
             model=model,
             args=args,
             data_collator=collator,

@@ -16,7 +16,6 @@ task module and signature) and `metrics.json` with the three accuracy matrices a
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 
 from peft import get_peft_model
@@ -29,7 +28,7 @@ from ..cluster_retrieval.card import continual_model_card
 from ..cluster_retrieval.stream import run_task_stream
 from ..hub import push_folder
 from ..image_data import digits_task_stream
-from ..io import atomic_output_dir, check_output_dir, claim_output_dir
+from ..io import check_output_dir, claim_output_dir, save_output
 
 
 @dataclass
@@ -138,9 +137,7 @@ def main(script_args: ContinualArguments, training_args: TrainingArguments) -> d
     result = run_task_stream(model, tasks, training_args)
     metrics = {**result.metrics(), **dataclasses.asdict(result)}
     if training_args.process_index == 0:
-        with atomic_output_dir(training_args.output_dir, **output) as tmp:
-            model.save_pretrained(tmp)
-            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        save_output(training_args.output_dir, model=model, metrics=metrics, **output)
         if push:
             card = continual_model_card(
                 hub_model_id,

@@ -17,7 +17,6 @@ command line.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass, field
 
@@ -26,7 +25,7 @@ from trl import TrlParser
 
 from ..cli import ScriptTrainingArguments, parse
 from ..image_data import load_digits_dataset
-from ..io import atomic_output_dir, check_disjoint, check_output_dir
+from ..io import check_disjoint, check_output_dir, save_output
 from ..know import KnowHyperModel, KnowPredictor, collect_trajectory, push_prediction
 from ..know.extrapolate import PREDICTORS
 from ..know.metatrain import MetaDataConfig, MetaTrainConfig, collect_meta_trajectories, config_dict, meta_train
@@ -70,6 +69,10 @@ class PredictArguments:
     hub_model_id: str | None = field(default=None, metadata={"help": "Push the result to this Hub repo."})
     hub_token: str | None = field(default=None, metadata={"help": "Hub token (else the usual HF settings)."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty foreign output_dir."})
+
+
+# The fields of `PredictArguments` passed to `KnowPredictor.predict` under their own names.
+PREDICT_OPTIONS = ("predictor", "r", "norm_layers", "exclude", "allow_pickle", "max_shard_size")
 
 
 @dataclass
@@ -127,19 +130,9 @@ def collect(args: CollectArguments, training_args: CollectTrainingArguments) -> 
 
 def predict(args: PredictArguments):
     predictor = KnowPredictor.from_pretrained(args.hypermodel)
-    output = predictor.predict(
-        args.checkpoints,
-        args.steps,
-        args.output_dir,
-        predictor=args.predictor,
-        r=args.r,
-        norm_layers=args.norm_layers,
-        exclude=args.exclude,
-        allow_pickle=args.allow_pickle,
-        max_shard_size=args.max_shard_size,
-        token=args.hub_token,
-        overwrite=args.overwrite_output_dir,
-    )
+    options = {name: getattr(args, name) for name in PREDICT_OPTIONS}
+    options.update(token=args.hub_token, overwrite=args.overwrite_output_dir)
+    output = predictor.predict(args.checkpoints, args.steps, args.output_dir, **options)
     if args.hub_model_id:
         push_prediction(output, args.hub_model_id, token=args.hub_token)
     return output
@@ -154,9 +147,7 @@ def meta_train_hypermodel(args: MetaTrainArguments, data_config: MetaDataConfig,
     report = meta_train(hypermodel, trajectories, train_config)
     record = {"validation": report, "scalars": {k: len(v) for k, v in trajectories.items()}}
     record.update(config_dict(data_config, train_config))
-    with atomic_output_dir(args.output_dir, **output) as tmp:
-        hypermodel.save_pretrained(tmp)
-        (tmp / "meta_training.json").write_text(json.dumps(record, indent=2))
+    save_output(args.output_dir, model=hypermodel, metrics=record, metrics_file="meta_training.json", **output)
     if args.hub_model_id:
         hypermodel.push_to_hub(args.hub_model_id)
     return report

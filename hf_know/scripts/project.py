@@ -13,7 +13,6 @@ command line (which wins). The result (adapter or full model, `metrics.json`) is
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +22,7 @@ from trl import TrlParser
 from ..cli import ScriptTrainingArguments, parse
 from ..hub import push_folder
 from ..image_data import load_digits_dataset
-from ..io import atomic_output_dir, check_output_dir, claim_output_dir
+from ..io import check_output_dir, claim_output_dir, save_output
 from ..projection.card import projection_model_card
 from ..projection.recipes import METHODS, apply_method, prepare_full_finetuning
 
@@ -143,9 +142,7 @@ def main(script_args: ProjectArguments, training_args: TrainingArguments) -> dic
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     metrics.update(trainable_parameters=trainable, total_parameters=sum(p.numel() for p in model.parameters()))
     if trainer.is_world_process_zero():
-        with atomic_output_dir(training_args.output_dir, **output) as tmp:
-            model.save_pretrained(tmp)
-            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        save_output(training_args.output_dir, model=model, metrics=metrics, **output)
         if push:
             card = projection_model_card(
                 model,

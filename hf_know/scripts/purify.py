@@ -44,18 +44,10 @@ from ..purification import (
     SingleTeacher,
     load_router,
     load_tinyllm,
+    toy,
     validate_rationale_data,
 )
 from ..purification.purifiers import ROUTERS
-from ..purification.toy import (
-    TOY_TEACHERS,
-    rationale_texts,
-    tiny_llama_student,
-    tiny_sentence_encoder,
-    tiny_t5,
-    toy_rationale_data,
-    word_tokenizer,
-)
 
 OUTPUT_KIND = "purify"
 
@@ -92,9 +84,9 @@ class PurifyArguments(ScriptArguments):
 def load_data(args: PurifyArguments):
     """(train, eval, teacher names), validated."""
     if args.dataset_name == "toy":
-        data = toy_rationale_data(args.toy_rows, seed=0)
+        data = toy.toy_rationale_data(args.toy_rows, seed=0)
         cut = len(data) * 3 // 4
-        train, test, teachers = data.select(range(cut)), data.select(range(cut, len(data))), list(TOY_TEACHERS)
+        train, test, teachers = data.select(range(cut)), data.select(range(cut, len(data))), list(toy.TOY_TEACHERS)
     elif args.dataset_name.startswith("tinyllm/"):
         if args.tinyllm_root is None:
             raise ValueError(f"dataset_name={args.dataset_name!r} needs tinyllm_root: the folder holding the sets.")
@@ -132,8 +124,8 @@ def build_student(args: PurifyArguments, model_args: ModelConfig, train):
         return auto.from_pretrained(model_args.model_name_or_path, **kwargs), tokenizer
     if args.student_architecture not in ("llama", "t5"):
         raise ValueError(f"student_architecture={args.student_architecture!r}; expected 'llama' or 't5'.")
-    tokenizer = word_tokenizer(rationale_texts(train), append_eos=args.student_architecture == "t5")
-    build = tiny_t5 if args.student_architecture == "t5" else tiny_llama_student
+    tokenizer = toy.word_tokenizer(toy.rationale_texts(train), append_eos=args.student_architecture == "t5")
+    build = toy.tiny_t5 if args.student_architecture == "t5" else toy.tiny_llama_student
     return build(len(tokenizer)), tokenizer
 
 
@@ -160,7 +152,7 @@ def build_purifier(args: PurifyArguments, teachers, train, tokenizer, seed: int)
             raise ValueError(f"router_name_or_path holds a {router.method} router, but purifier={name!r}.")
     else:
         encoder = SentenceEncoder.from_pretrained(args.router_encoder) if args.router_encoder else None
-        router = ROUTERS[name](teachers, encoder or tiny_sentence_encoder(tokenizer))
+        router = ROUTERS[name](teachers, encoder or toy.tiny_sentence_encoder(tokenizer))
         if name != "reinforce":
             fit_kwargs = {} if name == "plackett_luce" else {"epochs": args.router_epochs, "seed": seed}
             router.fit(train, **fit_kwargs)

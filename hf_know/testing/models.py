@@ -72,16 +72,18 @@ def tiny_bert(
     return BertForSequenceClassification(config)
 
 
-def tiny_vit(num_labels: int = 4, image_size: int = 8, num_channels: int = 1) -> ViTForImageClassification:
+def tiny_vit(
+    num_labels: int = 4, image_size: int = 8, num_channels: int = 1, hidden_size: int = 32, num_attention_heads: int = 2
+) -> ViTForImageClassification:
     """A two-layer ViT image classifier with 2x2 patches."""
     config = ViTConfig(
         image_size=image_size,
         patch_size=2,
         num_channels=num_channels,
-        hidden_size=32,
+        hidden_size=hidden_size,
         num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        num_attention_heads=num_attention_heads,
+        intermediate_size=2 * hidden_size,
         num_labels=num_labels,
     )
     return ViTForImageClassification(config)

@@ -48,13 +48,10 @@ def conflict_mitigation_value(predictions, references) -> dict:
 @evaluate.utils.file_utils.add_start_docstrings(__doc__, _KWARGS_DESCRIPTION)
 class Cmv(evaluate.Metric):
     def _info(self):
+        accuracy = datasets.Value("float64")
+        features = datasets.Features({"predictions": accuracy, "references": accuracy})
         return evaluate.MetricInfo(
-            description=__doc__,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
-            ),
+            description=__doc__, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION, features=features
         )
 
     def _compute(self, predictions, references):
