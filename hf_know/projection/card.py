@@ -18,13 +18,17 @@ def projection_model_card(
     method: str,
     metrics: dict[str, float],
     base_model: str | None = None,
+    base_model_builder: str | None = None,
+    num_labels: int | None = None,
+    image_size: int | None = None,
     head: str = "classifier",
     dataset: str = "",
     dataset_tags: tuple[str, ...] = (),
 ) -> ModelCard:
     """A card for `model` (a PEFT model or a plain one) pushed to `repo_id`: the method, its projected layers and
     trainable parameters, the data and the metrics. `base_model` names a Hub repo in the metadata, or a local folder
-    in the text only."""
+    in the text only; a model from a model builder (`"package.module:function"`, see `hf_know.backbones`) is named
+    by `base_model_builder`, and its quick start calls it with `num_labels` and `image_size`."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return render_model_card(
@@ -38,7 +42,10 @@ def projection_model_card(
         },
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
-        base_model=base_model or "a model trained from scratch",
+        base_model=base_model or base_model_builder or "a model trained from scratch",
+        base_model_builder=base_model_builder,
+        num_labels=num_labels,
+        image_size=image_size,
         method=method,
         num_projected_layers=sum(isinstance(m, ProjectionLayer) for m in model.modules()),
         trainable_parameters=f"{trainable:,}",

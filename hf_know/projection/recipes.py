@@ -4,15 +4,35 @@ from __future__ import annotations
 
 from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
 from torch import nn
+from transformers.utils import logging
 
 from .config import ProjectionConfig
 
+logger = logging.get_logger(__name__)
 METHODS = ("projection", "projection_then_full", "lora", "ia3", "full", "linear_probe", "bias_only")
 
 
 def conv_module_names(model: nn.Module, kinds: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Conv3d)) -> list[str]:
     """Names of the model's conv modules of the given kinds (the LoRA / IA3 baselines target these)."""
     return [name for name, module in model.named_modules() if isinstance(module, kinds)]
+
+
+def lora_conv_names(model: nn.Module) -> list[str]:
+    """The convs peft's LoRA can wrap and merge: stock `nn.Conv2d`/`nn.Conv3d` (LoRA builds its
+    low-rank convs as the wrapped layer's class and runs them with its stride and padding) with `groups=1` (peft
+    needs r divisible by a grouped conv's groups and cannot merge it). The others are counted in a warning."""
+    names, left_out = [], []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            stock = type(module) in (nn.Conv2d, nn.Conv3d)
+            (names if stock and module.groups == 1 else left_out).append(name)
+    if left_out:
+        shown = ", ".join(left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+        logger.warning(
+            f"LoRA leaves out {len(left_out)} of {len(names) + len(left_out)} convs: grouped convs and conv "
+            f"subclasses with their own forward ({shown})."
+        )
+    return names
 
 
 def apply_method(
@@ -28,7 +48,7 @@ def apply_method(
 
     - `projection` / `projection_then_full`: `ProjectionConfig` on every conv (stage 1 of the two-stage recipe;
       stage 2 is `prepare_full_finetuning`).
-    - `lora`: LoRA of rank `lora_r` (alpha = rank) on every Conv2d/Conv3d.
+    - `lora`: LoRA of rank `lora_r` (alpha = rank) on every conv it can wrap (`lora_conv_names`).
     - `ia3`: IA3 scaling of every Conv2d/Conv3d output.
     - `full`: every parameter trains. `linear_probe`: only the head. `bias_only`: biases (BitFit) and the head.
     """
@@ -42,9 +62,7 @@ def apply_method(
         )
         return get_peft_model(model, config)
     if method == "lora":
-        config = LoraConfig(
-            r=lora_r, lora_alpha=lora_r, target_modules=conv_module_names(model), modules_to_save=[head]
-        )
+        config = LoraConfig(r=lora_r, lora_alpha=lora_r, target_modules=lora_conv_names(model), modules_to_save=[head])
         return get_peft_model(model, config)
     if method == "ia3":
         config = IA3Config(target_modules=conv_module_names(model), feedforward_modules=[], modules_to_save=[head])

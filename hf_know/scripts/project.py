@@ -1,9 +1,15 @@
 """Fine-tune an image classifier with model projection, or for comparison LoRA, IA3, full FT or a linear probe.
 
 ```bash
+hf-know project --config configs/project/fashion_mnist_projection.yaml   # ImageNet EfficientNet-Lite0
 hf-know project --config configs/project/digits_projection.yaml
 accelerate launch --num_processes 2 --cpu trainers/project.py --config configs/project/tiny.yaml
 ```
+
+The model is a transformers image classifier (`model_name_or_path`), any `nn.Module` CNN from a model builder
+(`model_builder: package.module:function`, called as `function(num_labels=..., image_size=...)`; see
+`hf_know.backbones`, whose `efficientnet_lite0` is the ImageNet EfficientNet-Lite0), or a small ResNet built from
+the sizes below. The data is sklearn's digits or Fashion-MNIST (`dataset`).
 
 Every field of `ProjectArguments` and `transformers.TrainingArguments` can be given in the YAML file or on the
 command line (which wins). The result (adapter or full model, `metrics.json`) is written atomically to
@@ -19,27 +25,38 @@ import numpy as np
 from transformers import AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification, Trainer
 from trl import TrlParser
 
+from ..backbones import load_model_builder
 from ..cli import ScriptTrainingArguments, parse
 from ..hub import push_folder
-from ..image_data import load_digits_dataset
+from ..image_data import FASHION_MNIST_DIR, load_digits_dataset, load_fashion_mnist
 from ..io import check_output_dir, claim_output_dir, save_output
 from ..projection.card import projection_model_card
 from ..projection.recipes import METHODS, apply_method, prepare_full_finetuning
 
+DATASETS = ("digits", "fashion_mnist")
+DATASET_NAMES = {"digits": "sklearn digits", "fashion_mnist": "Fashion-MNIST"}
+DATASET_TAGS = {"digits": "sklearn-digits", "fashion_mnist": "fashion_mnist"}
+
 
 @dataclass
 class ProjectArguments:
-    """The data (sklearn's digits restricted to `classes`, `train_per_class` training images per class), the model
-    (a pretrained image classifier, or a transformers ResNet built from the sizes below) and how to fine-tune it
-    (see `hf_know.projection.recipes.apply_method`)."""
+    """The data (`dataset` restricted to `classes`, `train_per_class` training images per class), the model (a
+    pretrained image classifier, a model builder, or a transformers ResNet built from the sizes below) and how to
+    fine-tune it (see `hf_know.projection.recipes.apply_method`)."""
 
-    classes: list[int] = field(default_factory=lambda: list(range(10)), metadata={"help": "Digits to classify."})
+    dataset: str = field(default="digits", metadata={"help": f"One of {DATASETS}."})
+    data_dir: str = field(default=str(FASHION_MNIST_DIR), metadata={"help": "Fashion-MNIST's IDX files."})
+    classes: list[int] = field(default_factory=lambda: list(range(10)), metadata={"help": "Class ids to keep."})
     train_per_class: int | None = field(default=None, metadata={"help": "Training images per class (all if unset)."})
-    image_size: int = field(default=32, metadata={"help": "Side of the upscaled images."})
+    test_per_class: int | None = field(default=None, metadata={"help": "Fashion-MNIST test images per class."})
+    image_size: int = field(default=32, metadata={"help": "Side of the resized images."})
     data_seed_split: int = field(default=0, metadata={"help": "Seed of the stratified train/test split."})
 
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Local folder or Hub id of a pretrained image classifier."}
+    )
+    model_builder: str | None = field(
+        default=None, metadata={"help": "package.module:function building an nn.Module (num_labels, image_size)."}
     )
     embedding_size: int = field(default=16, metadata={"help": "Stem width of a from-scratch ResNet."})
     hidden_sizes: list[int] = field(default_factory=lambda: [16, 32, 64], metadata={"help": "Stage widths."})
@@ -53,6 +70,12 @@ class ProjectArguments:
     full_epochs: float = field(default=5.0, metadata={"help": "projection_then_full: epochs of stage 2."})
     full_learning_rate: float = field(default=1e-3, metadata={"help": "projection_then_full: stage-2 LR."})
 
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset={self.dataset!r}; expected one of {DATASETS}.")
+        if self.model_builder and self.model_name_or_path:
+            raise ValueError("Set model_name_or_path or model_builder, not both: they are two ways to get the model.")
+
 
 @dataclass
 class TrainingArguments(ScriptTrainingArguments):
@@ -61,7 +84,24 @@ class TrainingArguments(ScriptTrainingArguments):
     output_dir: str = field(default="outputs/project", metadata={"help": "Where the result is written."})
 
 
+def load_data(script_args: ProjectArguments):
+    if script_args.dataset == "fashion_mnist":
+        return load_fashion_mnist(
+            script_args.classes,
+            script_args.image_size,
+            script_args.train_per_class,
+            script_args.test_per_class,
+            seed=script_args.data_seed_split,
+            data_dir=script_args.data_dir,
+        )
+    return load_digits_dataset(
+        script_args.classes, script_args.image_size, script_args.train_per_class, seed=script_args.data_seed_split
+    )
+
+
 def build_model(script_args: ProjectArguments, num_labels: int):
+    if script_args.model_builder:
+        return load_model_builder(script_args.model_builder)(num_labels=num_labels, image_size=script_args.image_size)
     if not script_args.model_name_or_path:
         config = ResNetConfig(
             num_channels=1,
@@ -103,17 +143,13 @@ def main(script_args: ProjectArguments, training_args: TrainingArguments) -> dic
         kind=OUTPUT_KIND, inputs=[script_args.model_name_or_path], overwrite=training_args.overwrite_output_dir
     )
     check_output_dir(training_args.output_dir, **output)
-    data = load_digits_dataset(
-        script_args.classes,
-        script_args.image_size,
-        script_args.train_per_class,
-        seed=script_args.data_seed_split,
-    )
-    if not script_args.model_name_or_path and script_args.method not in ("full", "linear_probe", "bias_only"):
+    pretrained = script_args.model_name_or_path or script_args.model_builder
+    if not pretrained and script_args.method not in ("full", "linear_probe", "bias_only"):
         raise ValueError(
-            f"method={script_args.method!r} adapts a pretrained model: set model_name_or_path (a folder or Hub id), "
-            "or use method='full' to train from scratch."
+            f"method={script_args.method!r} adapts a pretrained model: set model_name_or_path (a folder or Hub id) "
+            "or model_builder, or use method='full' to train from scratch."
         )
+    data = load_data(script_args)
     push, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
     if push and not hub_model_id:
         raise ValueError("push_to_hub is set but hub_model_id is not: name the Hub repo to push to.")
@@ -150,9 +186,13 @@ def main(script_args: ProjectArguments, training_args: TrainingArguments) -> dic
                 method=script_args.method,
                 metrics={"eval accuracy": metrics["eval_accuracy"]},
                 base_model=script_args.model_name_or_path,
+                base_model_builder=script_args.model_builder,
+                num_labels=len(script_args.classes),
+                image_size=script_args.image_size,
                 head=script_args.head,
-                dataset=f"sklearn digits {script_args.classes}, {script_args.train_per_class or 'all'} per class",
-                dataset_tags=("sklearn-digits",),
+                dataset=f"{DATASET_NAMES[script_args.dataset]} {script_args.classes}, "
+                f"{script_args.train_per_class or 'all'} per class",
+                dataset_tags=(DATASET_TAGS[script_args.dataset],),
             )
             push_folder(training_args.output_dir, hub_model_id, card, token=training_args.hub_token)
     return metrics
