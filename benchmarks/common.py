@@ -1,5 +1,5 @@
 """What every benchmark shares: the machine and library versions recorded in each results file, the shared
-training recipe, and mean ± std over seeds."""
+training recipe, mean ± std over seeds, and the goals table."""
 
 from __future__ import annotations
 
@@ -47,3 +47,16 @@ def training_arguments(output_dir: str, device: str, **kwargs) -> ScriptTraining
 def summarize(values: list[float]) -> dict:
     """Mean and sample standard deviation (0 for a single value) of one figure over seeds."""
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+
+
+def goals_table(goals: dict[str, bool]) -> list[str]:
+    """Markdown lines of a results file's goals section (none when there are no goals)."""
+    if not goals:
+        return []
+    return [
+        "## Goals",
+        "",
+        "| goal | met |",
+        "|---|---|",
+        *(f"| {goal} | {'yes' if met else 'no'} |" for goal, met in goals.items()),
+    ]

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, summarize, training_arguments, versions
+from common import goals_table, machine, summarize, training_arguments, versions
 from datasets import Dataset, concatenate_datasets
 from peft import LoraConfig, get_peft_model
 from text_tasks import TEXT_DOMAINS, TINYLLM, python_reference, teacher_attribution
@@ -508,10 +508,7 @@ def render_markdown(output: dict) -> str:
             f" + signature {memory['signature_bytes'] / 1024:.0f} KiB (fp64, padded to max_components).",
             "",
         ]
-    if output["goals"]:
-        lines += ["## Goals", "", "| goal | met |", "|---|---|"]
-        lines += [f"| {goal} | {'yes' if met else 'no'} |" for goal, met in output["goals"].items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + goals_table(output["goals"])) + "\n"
 
 
 def plot_separation(output: dict, path: Path) -> None:

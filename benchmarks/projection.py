@@ -40,12 +40,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from common import machine, summarize, training_arguments, versions
+from common import goals_table, machine, summarize, training_arguments, versions
 from tqdm.auto import tqdm
 from transformers import Trainer
 
 from hf_know.backbones import efficientnet_lite0
 from hf_know.image_data import load_digits_dataset, load_fashion_mnist
+from hf_know.metrics import classification_accuracy as accuracy
 from hf_know.projection.recipes import apply_method, prepare_full_finetuning
 
 RESULTS = Path(__file__).parent / "results"
@@ -117,11 +118,6 @@ def matched_lora_rank(num_labels: int) -> int:
     return max(1, round(1 + (target - one) / (two - one)))
 
 
-def accuracy(eval_prediction) -> dict[str, float]:
-    logits, labels = eval_prediction
-    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
-
-
 def fit(model, data, lr: float, epochs: float, seed: int, args, seen_offset: int = 0):
     """Train on `train`, evaluating on `validation` at `curve_points` points; return the trainer, the curve
     [(examples seen, validation accuracy)] and seconds per epoch."""
@@ -142,11 +138,7 @@ def fit(model, data, lr: float, epochs: float, seed: int, args, seen_offset: int
             seed=seed,
         )
         trainer = Trainer(
-            model=model,
-            args=targs,
-            train_dataset=data["train"],
-            eval_dataset=data["validation"],
-            compute_metrics=accuracy,
+            model, targs, train_dataset=data["train"], eval_dataset=data["validation"], compute_metrics=accuracy
         )
         result = trainer.train()
     curve = [
@@ -396,10 +388,7 @@ def render_markdown(output: dict) -> str:
         f"merged vs unmerged max |logit diff| {f['merge_max_abs_logit_diff']:.1e}).",
         "",
     ]
-    if output["goals"]:
-        lines += ["## Goals", "", "| goal | met |", "|---|---|"]
-        lines += [f"| {goal} | {'yes' if met else 'no'} |" for goal, met in output["goals"].items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + goals_table(output["goals"])) + "\n"
 
 
 def plot_curves(output: dict, path: Path) -> None:

@@ -313,7 +313,7 @@ def test_bad_input_is_named():
     model.fit_signature("a", [A])
     with pytest.raises(ValueError, match=r"5-dimensional features.*32-dimensional"):
         model.set_signature("a", signature)
-    with pytest.raises(TypeError, match=r"nn\.Linear layers only"):
+    with pytest.raises(TypeError, match=r"nn\.Linear and nn\.Conv2d layers only"):
         get_peft_model(tiny_bert(), hf_know.ClusterRetrievalAdapterConfig(target_modules=["word_embeddings"]))
     with pytest.raises(ValueError, match="retrieval_rule must be one of"):
         hf_know.ClusterRetrievalAdapterConfig(retrieval_rule="argmax")

@@ -3,7 +3,7 @@ signatures fitted to embeddings, and parameter-free retrieval of each input's ta
 
 from .._peft_registry import register_method
 from .config import ClusterRetrievalAdapterConfig
-from .layer import ClusterRetrievalLayer, Linear
+from .layer import ClusterRetrievalLayer, Conv2d, Linear
 from .model import ClusterRetrievalModel
 from .signatures import RETRIEVAL_RULES, SIGNATURE_TYPES, TaskSignature, cluster_separation, fit_signature, retrieve
 
@@ -13,6 +13,7 @@ __all__ = [
     "ClusterRetrievalAdapterConfig",
     "ClusterRetrievalLayer",
     "ClusterRetrievalModel",
+    "Conv2d",
     "Linear",
     "TaskSignature",
     "cluster_separation",

@@ -1,4 +1,9 @@
-"""A linear layer with one composed low-rank update per task, applied per sample by routing weights."""
+"""Linear and conv layers with one composed low-rank update per task, applied per sample by routing weights.
+
+A conv layer's task update is LoRA-conv shaped (as peft's LoRA on convs): A_t is a k x k conv from the input channels
+to r channels with the base conv's stride, padding and dilation, B_t a 1x1 conv back to the output channels. A_t is
+stored flattened ([r, in * k * k]), so composition, orthogonality and retrieval treat both kinds alike.
+"""
 
 from __future__ import annotations
 
@@ -44,7 +49,10 @@ class ClusterRetrievalLayer(BaseTunerLayer):
         self._disable_adapters = False
         self.merged_adapters = []
         base = self.get_base_layer()
-        self.in_features, self.out_features = base.in_features, base.out_features
+        if isinstance(base, nn.Conv2d):
+            self.in_features, self.out_features = base.weight[0].numel(), base.out_channels
+        else:
+            self.in_features, self.out_features = base.in_features, base.out_features
 
     def update_layer(self, adapter_name: str, config, inference_mode: bool = False) -> None:
         """Create the adapter's (empty) task containers and re-create the tasks listed in `config.task_names`."""
@@ -114,60 +122,33 @@ class ClusterRetrievalLayer(BaseTunerLayer):
         return torch.stack(rows)
 
     def delta_weight(self, adapter_name: str, task_index: int) -> torch.Tensor:
-        """Task `task_index`'s full composed update ΔW_t [out, in], in float32 whatever the adapter's dtype."""
+        """Task `task_index`'s full composed update ΔW_t in the base weight's shape ([out, in] for a linear layer,
+        [out, in, kh, kw] for a conv), in float32 whatever the adapter's dtype."""
         mix = self.composition_matrix(adapter_name)[task_index]
         b = torch.stack([b.float() for b in self.cr_B[adapter_name].values()])
         a = torch.stack([self._task_A(adapter_name, j).float() for j in range(len(mix))])
-        return self.scaling[adapter_name] * torch.einsum("t,tor,tri->oi", mix, b, a)
+        delta = self.scaling[adapter_name] * torch.einsum("t,tor,tri->oi", mix, b, a)
+        return delta.reshape(self.get_base_layer().weight.shape)
 
-    def regularization(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(L1, L2, orthogonality) terms of the adapter's newest task in this layer; zeros for its first task."""
-        tasks = self.task_names(adapter_name)
-        zero = self.get_base_layer().weight.new_zeros(())
-        if len(tasks) < 2:
-            return zero, zero, zero
-        coef = self.cr_coef[adapter_name][tasks[-1]] if self.composition[adapter_name] == "learned" else zero
-        new = nn.functional.normalize(self.cr_A[adapter_name][tasks[-1]], dim=-1)
-        old = nn.functional.normalize(torch.cat([self.cr_A[adapter_name][t] for t in tasks[:-1]]), dim=-1)
-        return coef.abs().mean(), coef.pow(2).mean(), (new @ old.T).pow(2).mean()
-
-    def _routed_delta(self, x: torch.Tensor, adapter_name: str, weights: torch.Tensor) -> torch.Tensor:
-        """Σ_j M[b, j] · s · B_j A_j x_b with M = weights @ C, computed only for the tasks some sample uses."""
+    def _mix(self, x: torch.Tensor, adapter_name: str, weights: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """M = weights @ C (each sample's weight on each task's pair) and the tasks some sample uses."""
         if weights.shape[0] != x.shape[0]:
             raise ValueError(
                 f"Routing weights cover {weights.shape[0]} samples but the layer input has batch size "
                 f"{x.shape[0]}; route with one entry per sample."
             )
         mix = weights.to(x.dtype) @ self.composition_matrix(adapter_name).to(x.dtype)
-        used = torch.nonzero(mix.abs().sum(0)).flatten().tolist()
-        if not used:
-            return torch.zeros_like(x[..., :1]).expand(*x.shape[:-1], self.out_features)
-        a = torch.cat([self._task_A(adapter_name, j) for j in used]).to(x.dtype)
-        b = torch.cat([list(self.cr_B[adapter_name].values())[j] for j in used], dim=1).to(x.dtype)
-        h = self.cr_dropout[adapter_name](x) @ a.T  # [B, ..., used * r]
-        h = h.unflatten(-1, (len(used), self.r[adapter_name]))
-        h = h * mix[:, used].reshape(x.shape[0], *([1] * (x.dim() - 2)), len(used), 1)
-        return self.scaling[adapter_name] * (h.flatten(-2) @ b.T)
+        return mix, torch.nonzero(mix.abs().sum(0)).flatten().tolist()
 
+    def _used_pairs(self, adapter_name: str, used: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stacked A rows [used * r, in] and B columns [out, used * r] of the used tasks."""
+        a = torch.cat([self._task_A(adapter_name, j) for j in used]).to(dtype)
+        b = torch.cat([list(self.cr_B[adapter_name].values())[j] for j in used], dim=1).to(dtype)
+        return a, b
 
-class Linear(nn.Module, ClusterRetrievalLayer):
-    """`nn.Linear` with routed per-task low-rank updates."""
-
-    def __init__(self, base_layer: nn.Linear, adapter_name: str, config, routing: Routing, **kwargs) -> None:
-        super().__init__()
-        ClusterRetrievalLayer.__init__(self, base_layer, routing)
-        self._active_adapter = adapter_name
-        self.update_layer(adapter_name, config, inference_mode=config.inference_mode)
-
-    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        result = self.base_layer(x, *args, **kwargs)
-        if self.disable_adapters or self.merged or self.routing.weights is None:
-            return result
-        for adapter in self.active_adapters:
-            weights = self.routing.weights.get(adapter)
-            if weights is not None and adapter in self.cr_A and len(self.cr_A[adapter]):
-                result = result + self._routed_delta(x, adapter, weights).to(result.dtype)
-        return result
+    def _routed_delta(self, x: torch.Tensor, adapter_name: str, weights: torch.Tensor) -> torch.Tensor:
+        """Σ_j M[b, j] · s · B_j A_j x_b for the batch `x` (layer-specific)."""
+        raise NotImplementedError
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         """Add the update of the adapter's only task to the base weight; refused for several tasks, whose
@@ -193,5 +174,82 @@ class Linear(nn.Module, ClusterRetrievalLayer):
             weight = self.get_base_layer().weight
             weight.data -= self.delta_weight(adapter, 0).to(weight.dtype)
 
+    def regularization(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(L1, L2, orthogonality) terms of the adapter's newest task in this layer; zeros for its first task."""
+        tasks = self.task_names(adapter_name)
+        zero = self.get_base_layer().weight.new_zeros(())
+        if len(tasks) < 2:
+            return zero, zero, zero
+        coef = self.cr_coef[adapter_name][tasks[-1]] if self.composition[adapter_name] == "learned" else zero
+        new = nn.functional.normalize(self.cr_A[adapter_name][tasks[-1]], dim=-1)
+        old = nn.functional.normalize(torch.cat([self.cr_A[adapter_name][t] for t in tasks[:-1]]), dim=-1)
+        return coef.abs().mean(), coef.pow(2).mean(), (new @ old.T).pow(2).mean()
+
+
+class _RoutedModule(nn.Module, ClusterRetrievalLayer):
+    """The module half of both layers: the base layer's output plus each sample's routed update."""
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        result = self.base_layer(x, *args, **kwargs)
+        if self.disable_adapters or self.merged or self.routing.weights is None:
+            return result
+        for adapter in self.active_adapters:
+            weights = self.routing.weights.get(adapter)
+            if weights is not None and adapter in self.cr_A and len(self.cr_A[adapter]):
+                result = result + self._routed_delta(x, adapter, weights).to(result.dtype)
+        return result
+
     def __repr__(self) -> str:
         return "cluster_retrieval." + super().__repr__()
+
+
+class Linear(_RoutedModule):
+    """`nn.Linear` with routed per-task low-rank updates."""
+
+    def __init__(self, base_layer: nn.Linear, adapter_name: str, config, routing: Routing, **kwargs) -> None:
+        super().__init__()
+        ClusterRetrievalLayer.__init__(self, base_layer, routing)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config, inference_mode=config.inference_mode)
+
+    def _routed_delta(self, x: torch.Tensor, adapter_name: str, weights: torch.Tensor) -> torch.Tensor:
+        """Σ_j M[b, j] · s · B_j A_j x_b, computed only for the tasks some sample uses."""
+        mix, used = self._mix(x, adapter_name, weights)
+        if not used:
+            return torch.zeros_like(x[..., :1]).expand(*x.shape[:-1], self.out_features)
+        a, b = self._used_pairs(adapter_name, used, x.dtype)
+        h = self.cr_dropout[adapter_name](x) @ a.T  # [B, ..., used * r]
+        h = h.unflatten(-1, (len(used), self.r[adapter_name]))
+        h = h * mix[:, used].reshape(x.shape[0], *([1] * (x.dim() - 2)), len(used), 1)
+        return self.scaling[adapter_name] * (h.flatten(-2) @ b.T)
+
+
+class Conv2d(_RoutedModule):
+    """`nn.Conv2d` (k x k or 1 x 1, groups=1) with routed per-task LoRA-conv updates. The A convs run through the
+    base layer's own forward with A as its weight, so conv subclasses that pad in their forward ("same" padding)
+    keep their geometry."""
+
+    def __init__(self, base_layer: nn.Conv2d, adapter_name: str, config, routing: Routing, **kwargs) -> None:
+        super().__init__()
+        if base_layer.groups != 1:
+            raise ValueError(
+                f"ClusterRetrievalAdapterConfig adapts convs with groups=1; this one has groups={base_layer.groups} "
+                "(a depthwise or grouped conv): leave it out of target_modules."
+            )
+        ClusterRetrievalLayer.__init__(self, base_layer, routing)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config, inference_mode=config.inference_mode)
+
+    def _routed_delta(self, x: torch.Tensor, adapter_name: str, weights: torch.Tensor) -> torch.Tensor:
+        """Σ_j M[b, j] · s · B_j (A_j * x_b): the used tasks' A convs in one conv, weighted per sample, then B."""
+        base = self.get_base_layer()
+        mix, used = self._mix(x, adapter_name, weights)
+        a, b = self._used_pairs(adapter_name, used or [0], x.dtype)
+        parameters = {"weight": a.reshape(len(a), *base.weight.shape[1:])}
+        if base.bias is not None:
+            parameters["bias"] = a.new_zeros(len(a))
+        h = torch.func.functional_call(base, parameters, (self.cr_dropout[adapter_name](x),))  # [B, used*r, H, W]
+        if not used:
+            return h.new_zeros(h.shape[0], self.out_features, *h.shape[2:])
+        h = h.unflatten(1, (len(used), self.r[adapter_name])) * mix[:, used, None, None, None]
+        return self.scaling[adapter_name] * torch.einsum("bkhw,ok->bohw", h.flatten(1, 2), b)

@@ -15,7 +15,7 @@ from transformers.utils import ModelOutput
 
 from .._adapter_loading import CheckedLoadMixin
 from .head import fit_lda
-from .layer import ClusterRetrievalLayer, Linear, Routing
+from .layer import ClusterRetrievalLayer, Conv2d, Linear, Routing
 from .routing import TaskRouting
 from .signatures import SignatureBuffers, TaskSignature, fit_signature
 
@@ -82,12 +82,14 @@ class ClusterRetrievalModel(TaskRouting, CheckedLoadMixin, BaseTuner):
             target.update_layer(adapter_name, peft_config, inference_mode=peft_config.inference_mode)
             return
         base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-        if not isinstance(base, nn.Linear):
+        if not isinstance(base, nn.Linear | nn.Conv2d):
             raise TypeError(
                 f"ClusterRetrievalAdapterConfig.target_modules matches {current_key!r}, a {type(base).__name__}, "
-                "but the method adapts nn.Linear layers only (attention projections, MLPs, classifier heads)."
+                "but the method adapts nn.Linear and nn.Conv2d layers only (attention projections, MLPs, convs, "
+                "classifier heads)."
             )
-        new_module = Linear(target, adapter_name, peft_config, self.routing)
+        layer = Conv2d if isinstance(base, nn.Conv2d) else Linear
+        new_module = layer(target, adapter_name, peft_config, self.routing)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)

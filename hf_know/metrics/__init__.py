@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import evaluate
+import numpy as np
 
 METRICS_DIR = Path(__file__).parent
 
@@ -19,3 +20,9 @@ def load(name: str, **kwargs) -> evaluate.EvaluationModule:
     if name not in available():
         raise ValueError(f"No metric module {name!r} ships with hf-know; expected one of {available()}.")
     return evaluate.load(str(METRICS_DIR / name), **kwargs)
+
+
+def classification_accuracy(eval_prediction) -> dict[str, float]:
+    """`Trainer(compute_metrics=...)` for classifiers: `{"accuracy": share of argmax(logits) == labels}`."""
+    logits, labels = eval_prediction
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-import numpy as np
 from transformers import AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification, Trainer
 from trl import TrlParser
 
@@ -30,6 +29,7 @@ from ..cli import ScriptTrainingArguments, parse
 from ..hub import push_folder
 from ..image_data import FASHION_MNIST_DIR, load_digits_dataset, load_fashion_mnist
 from ..io import check_output_dir, claim_output_dir, save_output
+from ..metrics import classification_accuracy
 from ..projection.card import projection_model_card
 from ..projection.recipes import METHODS, apply_method, prepare_full_finetuning
 
@@ -117,18 +117,13 @@ def build_model(script_args: ProjectArguments, num_labels: int):
     )
 
 
-def accuracy(eval_prediction) -> dict[str, float]:
-    logits, labels = eval_prediction
-    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
-
-
 def train(model, training_args, data) -> Trainer:
     trainer = Trainer(
         model=model,
         args=training_args,
         train_dataset=data["train"],
         eval_dataset=data["test"],
-        compute_metrics=accuracy,
+        compute_metrics=classification_accuracy,
     )
     trainer.train()
     return trainer
