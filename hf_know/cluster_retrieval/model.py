@@ -55,6 +55,7 @@ class ClusterRetrievalModel(TaskRouting, CheckedLoadMixin, BaseTuner):
         self.cr_signatures = None  # filled per adapter in `inject_adapter`, after nn.Module.__init__
         self._requested_tasks = None
         self._embedding_pass = False
+        self._pass_hooks = []  # the single-pass routing hooks of the forward in progress
         self._adapters_enabled = True
         self._autocast_adapter_dtype: dict[str, bool] = {}
         super().__init__(model, config, adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
@@ -287,6 +288,7 @@ class ClusterRetrievalModel(TaskRouting, CheckedLoadMixin, BaseTuner):
 
     def _add_regularization(self, module: nn.Module, args: tuple, output):
         """Forward hook: in training mode, add the penalties to the model's loss, so any trainer applies them."""
+        self._remove_pass_hooks()
         if self._embedding_pass or not module.training or not isinstance(output, ModelOutput):
             return output
         if output.get("loss") is not None:

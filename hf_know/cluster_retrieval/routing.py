@@ -1,6 +1,11 @@
 """Retrieval and routing of a `ClusterRetrievalModel` (PROTEUS, arXiv 2603.13235): embed inputs at the feature
 layer, score them against the task signatures, and set each sample's routing weights before the layers run.
 
+Frozen-backbone retrieval runs in a single pass wherever every adapted layer runs after the feature layer (the
+adapters of a classifier head and of the blocks above it): the forward itself reads the hidden state at the feature
+layer, routes from it, and the adapted layers further on use that routing. Otherwise (an adapted layer below the
+feature layer, or task-adapted retrieval) a separate embedding pass, cut after the feature layer, runs first.
+
 `TaskRouting` is a mixin of the tuner: it reads the tuner's `peft_config`, `routing`, `model` and signatures.
 """
 
@@ -11,14 +16,18 @@ from torch import nn
 
 from .embedding import (
     batch_size,
+    block_stack,
     continues_generation,
     embedding_inputs,
+    feature_block,
     hidden_state_at,
     pool,
     repeat_batch,
 )
 from .head import lda_scores
 from .signatures import retrieve
+
+SINGLE_PASS = object()  # routing decided inside the forward, at the feature layer
 
 
 class TaskRouting:
@@ -58,7 +67,7 @@ class TaskRouting:
     def _retrieve_with_features(self, adapter: str, args: tuple, kwargs: dict):
         """(task indices [B], scores [B, m], embeddings: {task index: [B, D]}, or {None: [B, D]} if frozen)."""
         config = self.peft_config[adapter]
-        fitted = [i for i, task in enumerate(config.task_names) if self.signature(task, adapter) is not None]
+        fitted = self._fitted(adapter)
         if not fitted:
             raise ValueError(
                 f"No task of adapter {adapter!r} has a signature yet (tasks: {config.task_names}), so inputs "
@@ -68,6 +77,15 @@ class TaskRouting:
         space = fitted if config.retrieval_space == "task_adapted" else None
         with torch.no_grad():
             features = self._embed(adapter, args, kwargs, space)
+        return self._scores(adapter, fitted, features, space)
+
+    def _fitted(self, adapter: str) -> list[int]:
+        config = self.peft_config[adapter]
+        return [i for i, task in enumerate(config.task_names) if self.signature(task, adapter) is not None]
+
+    def _scores(self, adapter: str, fitted: list[int], features: list[torch.Tensor], space):
+        """Retrieval among the `fitted` tasks from embeddings (one per task in `space`, or one frozen)."""
+        config = self.peft_config[adapter]
         signatures = [self.signature(config.task_names[i], adapter) for i in fitted]
         found, scores = retrieve(
             features if space else features[0],
@@ -138,10 +156,63 @@ class TaskRouting:
         previous = (self.routing.weights or {}).get(adapter)
         if continues_generation(kwargs) and previous is not None and previous.shape[0] == batch:
             return previous  # a decoding step after the prompt: keep the prompt's routing
+        if self._single_pass_point(adapter) is not None and self._fitted(adapter):
+            return SINGLE_PASS
         found, scores = self._retrieve(adapter, args, kwargs)
-        if config.retrieval_rule == "soft":
+        return self._weights_from(adapter, found, scores)
+
+    def _weights_from(self, adapter: str, found: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.peft_config[adapter].retrieval_rule == "soft":
             return scores.float()
-        return nn.functional.one_hot(found, m).float()
+        return nn.functional.one_hot(found, len(self.peft_config[adapter].task_names)).float()
+
+    def _single_pass_point(self, adapter: str) -> tuple[nn.Module, bool] | None:
+        """(module, read its input) where the forward itself can route `adapter` from the frozen hidden state at the
+        feature layer, or None when some adapted layer runs before that point (in registration order, which is
+        execution order for transformers models and sequential CNNs) or retrieval is task-adapted."""
+        config = self.peft_config[adapter]
+        if config.retrieval_space != "frozen_backbone":
+            return None
+        _, _, blocks = block_stack(self.model)
+        layer = feature_block(len(blocks), config.feature_layer)
+        order = {module: i for i, (_, module) in enumerate(self.model.named_modules())}
+        if layer < len(blocks):
+            point, start = blocks[layer], order[blocks[layer]]
+        else:
+            point, start = blocks[-1], max(order[m] for m in blocks[-1].modules()) + 1
+        adapted = [order[m] for m in self._layers(adapter)]
+        return (point, layer < len(blocks)) if adapted and min(adapted) >= start else None
+
+    def _route_in_pass(self, adapters: list[str], kwargs: dict) -> None:
+        """Hook the feature point of each adapter for this forward: the hidden state there is pooled, scored
+        against the signatures and becomes the routing of the adapted layers that run after it."""
+        for adapter in adapters:
+            point, read_input = self._single_pass_point(adapter)
+            mask = kwargs.get("attention_mask")
+
+            def route(hidden, adapter=adapter, mask=mask):
+                config = self.peft_config[adapter]
+                pooled = pool(hidden, mask, config.pooling)
+                if config.feature_normalize:
+                    pooled = nn.functional.normalize(pooled.float(), dim=-1)
+                fitted = self._fitted(adapter)
+                index, scores, _ = self._scores(adapter, fitted, [pooled.detach().float()], None)
+                self.routing.weights[adapter] = self._weights_from(adapter, index, scores)
+
+            if read_input:
+                hook = point.register_forward_pre_hook(
+                    lambda module, args, kw, route=route: route(args[0] if args else kw["hidden_states"]),
+                    with_kwargs=True,
+                )
+            else:
+                hook = point.register_forward_hook(
+                    lambda module, args, out, route=route: route(out[0] if isinstance(out, tuple | list) else out)
+                )
+            self._pass_hooks.append(hook)
+
+    def _remove_pass_hooks(self) -> None:
+        while self._pass_hooks:
+            self._pass_hooks.pop().remove()
 
     def _resolve_tasks(self, adapter: str, requested, batch: int) -> torch.Tensor:
         tasks = self.peft_config[adapter].task_names
@@ -166,13 +237,14 @@ class TaskRouting:
         # `adapter_names` reaches the wrapped model itself when the tuner is called directly, not via PeftModel
         requested = kwargs.pop("adapter_names", None)
         requested = self._requested_tasks if requested is None else requested
+        self._remove_pass_hooks()  # a forward that raised may have left its hooks
         if self._embedding_pass or not self._adapters_enabled:
             return args, kwargs
-        self.routing.weights = {
-            adapter: weights
-            for adapter in self.active_adapters
-            if (weights := self._routing_weights(adapter, module, args, kwargs, requested)) is not None
+        weights = {
+            adapter: self._routing_weights(adapter, module, args, kwargs, requested) for adapter in self.active_adapters
         }
+        self.routing.weights = {a: w for a, w in weights.items() if w is not None and w is not SINGLE_PASS}
+        self._route_in_pass([a for a, w in weights.items() if w is SINGLE_PASS], kwargs)
         return args, kwargs
 
     def _embed(self, adapter: str, args: tuple, kwargs: dict, tasks: list[int] | None) -> list[torch.Tensor]:

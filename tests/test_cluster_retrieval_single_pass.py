@@ -1,0 +1,84 @@
+"""Frozen-backbone retrieval in a single pass: when every adapted layer runs after the feature layer, the forward
+routes itself from the hidden state it computes there, with the same outputs as routing from a separate pass."""
+
+import pytest
+import torch
+from peft import get_peft_model
+from torch import nn
+
+import hf_know
+from hf_know.backbones import efficientnet_lite0
+from hf_know.testing import tiny_bert
+
+from .test_cluster_retrieval_model import A, B, batch, perturb_trainable
+
+
+def counting(module: nn.Module) -> list:
+    calls = []
+    module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def bert_two_tasks(targets, feature_layer):
+    torch.manual_seed(0)
+    config = hf_know.ClusterRetrievalAdapterConfig(
+        target_modules=targets, r=4, pooling="mean", retrieval_space="frozen_backbone", feature_layer=feature_layer
+    )
+    model = get_peft_model(tiny_bert(), config)
+    for name, data in (("a", [A, batch(0, 10, n=24)]), ("b", [B, batch(90, 100, n=24)])):
+        model.add_task(name)
+        perturb_trainable(model)
+        model.fit_signature(name, data)
+    return model.eval()
+
+
+@pytest.mark.parametrize("feature_layer", [1, 2, -1])
+def test_adapters_above_the_feature_layer_route_in_the_same_pass(feature_layer):
+    targets = ["layer.1.attention.self.query", "layer.1.attention.self.value", "classifier"]
+    if feature_layer != 1:
+        targets = ["classifier"]  # the feature layer is the last block's output: only the head is above it
+    model = bert_two_tasks(targets, feature_layer)
+    both = {k: torch.cat([A[k], B[k]]) for k in A}
+    embeddings = counting(model.base_model.model.bert.embeddings)
+    with torch.no_grad():
+        free = model(**both).logits
+    assert len(embeddings) == 1  # one pass: no separate embedding pass
+    found, _ = model.retrieve(**both)
+    assert found.tolist() == [0] * 8 + [1] * 8
+    with torch.no_grad():
+        torch.testing.assert_close(free, model(**both, adapter_names=found.tolist()).logits)
+
+
+def test_an_adapter_below_the_feature_layer_falls_back_to_a_separate_embedding_pass():
+    model = bert_two_tasks(["layer.0.attention.self.query", "classifier"], feature_layer=1)
+    embeddings = counting(model.base_model.model.bert.embeddings)
+    with torch.no_grad():
+        free = model(**A).logits
+    assert len(embeddings) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(free, model(**A, adapter_names=[0] * 8).logits)
+
+
+def test_efficientnet_routes_its_conv_adapters_from_the_block_below_them_in_one_pass():
+    torch.manual_seed(0)
+    base = efficientnet_lite0(4, 32)
+    convs = [n for n, m in base.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and "_blocks.15." in n]
+    config = hf_know.ClusterRetrievalAdapterConfig(
+        target_modules=[*convs, "classifier"], r=4, retrieval_space="frozen_backbone", feature_layer=15
+    )
+    model = get_peft_model(base, config)
+    images = {"a": torch.randn(6, 1, 32, 32), "b": torch.randn(6, 1, 32, 32).abs() * 3}
+    for name, x in images.items():
+        model.add_task(name)
+        perturb_trainable(model)
+        model.fit_signature(name, [{"pixel_values": x}])
+    model.eval()
+    x = torch.cat(list(images.values()))
+    stem = counting(model.base_model.model.backbone._conv_stem)
+    with torch.no_grad():
+        free = model(pixel_values=x).logits
+    assert len(stem) == 1
+    found, _ = model.retrieve(pixel_values=x)
+    with torch.no_grad():
+        torch.testing.assert_close(free, model(pixel_values=x, adapter_names=found.tolist()).logits)
+    assert found.tolist() == [0] * 6 + [1] * 6
