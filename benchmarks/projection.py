@@ -266,6 +266,41 @@ def forward_ratios(num_labels: int, device: str, batch_size: int = 64, repeats: 
     }
 
 
+def resolution_probe(args, sizes=(32, 64, 96, 128)) -> dict:
+    """Frozen ImageNet features at each input size, scored by a logistic regression on Fashion-MNIST's small-scale
+    splits (seed 0): how much resolution the backbone needs, and what it costs per image."""
+    from sklearn.linear_model import LogisticRegression
+
+    sizes_cfg = SCALES["small"]["fashion_mnist"]
+    result = {}
+    for size in sizes:
+
+        def measure(size=size):
+            data = load_fashion_mnist(image_size=size, seed=0, **sizes_cfg)
+            model = efficientnet_lite0(10, image_size=size).to(args.device).eval()
+            features, seconds = {}, 0.0
+            for split in ("train", "test"):
+                rows = []
+                for start in range(0, len(data[split]), 256):
+                    batch = data[split][start : start + 256]
+                    _sync(args.device)
+                    begin = time.perf_counter()
+                    with torch.no_grad():
+                        rows.append(model.backbone(batch["pixel_values"].expand(-1, 3, -1, -1).to(args.device)))
+                    _sync(args.device)
+                    seconds += time.perf_counter() - begin
+                features[split] = (
+                    torch.cat(rows).float().cpu().numpy(),
+                    np.asarray(data[split].with_format(None)["labels"]),
+                )
+            probe = LogisticRegression(max_iter=2000).fit(*features["train"])
+            accuracy = float(probe.score(*features["test"]))
+            return {"test_accuracy": accuracy, "ms_per_image": 1e3 * seconds / (len(data["train"]) + len(data["test"]))}
+
+        result[size] = cached(CACHE / "resolution" / f"fashion_mnist_{size}px.json", measure, args.fresh)
+    return result
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -388,6 +423,18 @@ def render_markdown(output: dict) -> str:
         f"merged vs unmerged max |logit diff| {f['merge_max_abs_logit_diff']:.1e}).",
         "",
     ]
+    if output["resolution"]:
+        lines += [
+            "## Input resolution (frozen ImageNet features + logistic regression, Fashion-MNIST small splits)",
+            "",
+            "| px | test accuracy % | backbone ms / image |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {size} | {100 * r['test_accuracy']:.1f} | {r['ms_per_image']:.2f} |"
+            for size, r in output["resolution"].items()
+        ]
+        lines.append("")
     return "\n".join(lines + goals_table(output["goals"])) + "\n"
 
 
@@ -452,6 +499,7 @@ def main() -> None:
         "results": results,
         "step_cost": step,
         "forward": forward_ratios(num_labels, args.device),
+        "resolution": resolution_probe(args) if "fashion_mnist" in args.datasets and args.scale != "smoke" else {},
         "wall_seconds": time.time() - started,
     }
     output["goals"] = goals({**results, "forward": output["forward"]}) if "fashion_mnist" in results else {}
