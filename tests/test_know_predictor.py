@@ -214,3 +214,23 @@ def test_reversed_trajectory_from_collect_is_refused(tmp_path):
     with pytest.raises(ValueError, match="It looks reversed: pass the smallest subset first"):
         KnowPredictor().predict(folders[::-1], 1, tmp_path / "rev", predictor="linear")
     assert not (tmp_path / "rev").exists()
+
+
+def test_device_and_compute_dtype_options(tmp_path, bert_trajectory):
+    """`device=` / `dtype=`: the same prediction on an explicit CPU device, float64 agrees with float32 to float32
+    rounding, and an unavailable device or an unsupported dtype is refused before anything is written."""
+    folders, _, _ = bert_trajectory
+    predictor = KnowPredictor(KnowHyperModel())
+    default = load_prediction(predictor.predict(folders, STEPS, tmp_path / "default", chunk_size=5000))
+    explicit = load_prediction(predictor.predict(folders, STEPS, tmp_path / "cpu", chunk_size=5000, device="cpu"))
+    assert all(torch.equal(default[k], explicit[k]) for k in default)
+    linear = KnowPredictor().predict(folders, STEPS, tmp_path / "f32", predictor="linear")
+    double = KnowPredictor().predict(folders, STEPS, tmp_path / "f64", predictor="linear", dtype="float64")
+    a, b = load_prediction(linear), load_prediction(double)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
+    unavailable = "cuda:64"  # no machine this suite runs on has 65 GPUs
+    with pytest.raises(ValueError, match=r"device='cuda:64' is not available here"):
+        predictor.predict(folders, STEPS, tmp_path / "gpu", device=unavailable)
+    with pytest.raises(ValueError, match=r"dtype='float16': the extrapolation computes in one of"):
+        predictor.predict(folders, STEPS, tmp_path / "half", dtype="float16")
+    assert not (tmp_path / "gpu").exists() and not (tmp_path / "half").exists()

@@ -81,14 +81,15 @@ class Extrapolator:
         return polynomial_coefficients(window, 1 if self.predictor == "linear" else 2, k)
 
     def __call__(self, trajectory: torch.Tensor, kind: str) -> torch.Tensor:
-        """`[N, S]` float32 trajectories (smallest data first) -> `[N]` extrapolated values."""
+        """`[N, S]` float32 (or float64) trajectories (smallest data first) -> `[N]` extrapolated values, on the
+        trajectories' device (KNOWN's hyper-model must be there too)."""
         if self.predictor != "known":
             window = self.reads(trajectory.shape[-1])
             if (window, kind) not in self._coefficients:  # once per run, not per chunk
                 self._coefficients[window, kind] = self.coefficients(window, kind)
-            return trajectory[:, -window:] @ self._coefficients[window, kind]
+            return trajectory[:, -window:] @ self._coefficients[window, kind].to(trajectory)
         net = self.hypermodel.nets[kind]
-        out = torch.empty(len(trajectory))
+        out = torch.empty(len(trajectory), device=trajectory.device)
         for start in range(0, len(trajectory), KNOWN_BATCH):
             window = trajectory[start : start + KNOWN_BATCH, -self.window :].contiguous()
             for _ in range(self.steps):

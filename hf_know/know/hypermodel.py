@@ -121,13 +121,15 @@ class KnownNet(nn.Module):
         return torch.bmm(z, packed["head"]).sum(0).squeeze(-1).add_(packed["head_b"]).tanh_()
 
     def _packed(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """Both branches' weights stacked `[2, in, out]` in `dtype`; rebuilt when any parameter changed
-        (`_version`)."""
+        """Both branches' weights stacked `[2, in, out]` in `dtype` on the parameters' device; rebuilt when any
+        parameter changed (`_version`)."""
         version = tuple(p._version for p in self.parameters())
         cache = self.__dict__.setdefault("_packed_cache", {})
-        if cache.get(dtype, (None,))[0] != version:
+        key = (dtype, self.head.weight.device)  # `.to(device)` moves the parameters without bumping their version
+        if cache.get(key, (None,))[0] != version:
             # differences = trajectory @ eye.diff(), so the difference branch's first layer absorbs the operator.
-            difference_operator = torch.eye(self.window, dtype=self.head.weight.dtype).diff(dim=1)
+            weight = self.head.weight
+            difference_operator = torch.eye(self.window, dtype=weight.dtype, device=weight.device).diff(dim=1)
             packed = {}
             for name in ("inp", "squeeze", "additive", "coefficient", "exponent", "out"):
                 first, second = getattr(self.values, name), getattr(self.differences, name)
@@ -136,8 +138,8 @@ class KnownNet(nn.Module):
                 packed[f"{name}_b"] = torch.stack([first.bias, second.bias])[:, None].detach().to(dtype)
             packed["head"] = self.head.weight.detach().reshape(2, -1, 1).to(dtype)
             packed["head_b"] = self.head.bias.detach().to(dtype)
-            cache[dtype] = (version, packed)
-        return cache[dtype][1]
+            cache[key] = (version, packed)
+        return cache[key][1]
 
     def regularised_parameters(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(kernels, biases) that the authors' training L1-regularises: the first and the 64->32 layer of each

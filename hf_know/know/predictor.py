@@ -113,6 +113,8 @@ class KnowPredictor:
         allow_pickle: bool = False,
         chunk_size: int = 1 << 20,
         max_shard_size: int | str = "5GB",
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype = torch.float32,
         token: str | None = None,
         overwrite: bool = False,
     ) -> Path:
@@ -136,6 +138,10 @@ class KnowPredictor:
             allow_pickle: read checkpoints that only hold `pytorch_model*.bin`, with `torch.load(weights_only=True)`.
             chunk_size: elements of one tensor read at a time from each checkpoint (bounds memory).
             max_shard_size: largest safetensors shard written, as `transformers` `save_pretrained` takes it.
+            device: where the extrapolation runs (`"cuda"` for a GPU): each chunk of the trajectory is moved there,
+                predicted (KNOWN in batches) and written back, so device memory holds one chunk at a time.
+            dtype: the extrapolation's compute precision, `float32` or `float64` (values are read in their own dtype
+                and written in it); KNOWN always runs its exp units in float32 with a float64 fallback.
             token: Hub token for private checkpoints.
             overwrite: replace a non-empty `output_dir` that is not an earlier prediction.
 
@@ -153,7 +159,9 @@ class KnowPredictor:
                 f"KNOW needs a trajectory of at least 2 checkpoints (smallest data first, full data last); got "
                 f"{len(checkpoints)}."
             )
-        extrapolator = Extrapolator(predictor, steps, self.hypermodel, shrink)
+        device, dtype = _check_device(device), _check_dtype(dtype)
+        hypermodel = self.hypermodel.to(device) if self.hypermodel is not None and predictor == "known" else None
+        extrapolator = Extrapolator(predictor, steps, hypermodel or self.hypermodel, shrink)
         if len(checkpoints) < extrapolator.window:
             raise ValueError(
                 f"predictor={predictor!r} reads the last {extrapolator.window} checkpoints of the trajectory; got "
@@ -185,7 +193,8 @@ class KnowPredictor:
                 "tensors": {role: sum(v == role for v in roles.values()) for role in ("predict", "norm", "copy")},
             }
             with atomic_output_dir(output_dir, PREDICTION_KIND, inputs=inputs, overwrite=overwrite) as tmp:
-                _write_weights(tmp, readers, roles, extrapolator, record, chunk_size, max_shard_size)
+                compute = {"device": device, "dtype": dtype}
+                _write_weights(tmp, readers, roles, extrapolator, record, chunk_size, max_shard_size, compute)
                 full = readers[-1].checkpoint.folder
                 for path in full.iterdir():
                     if path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES) and path.name not in SKIPPED_FILES:
@@ -209,9 +218,9 @@ def _tensor_roles(full: CheckpointReader, exclude: Sequence[str]) -> dict[str, s
     return roles
 
 
-def _write_weights(folder, readers, roles, extrapolator, record, chunk_size, max_shard_size) -> None:
+def _write_weights(folder, readers, roles, extrapolator, record, chunk_size, max_shard_size, compute) -> None:
     """Stream every tensor of the full-data checkpoint, `chunk_size` elements at a time, into sharded safetensors:
-    predicted from the trajectory, reset, or copied."""
+    predicted from the trajectory (on `compute["device"]`, in `compute["dtype"]`), reset, or copied."""
     full = readers[-1]
     used = readers[-extrapolator.reads(len(readers)) :]
     outputs = [OutputTensor(name, info.dtype, info.shape) for name, info in full.tensors.items()]
@@ -225,12 +234,34 @@ def _write_weights(folder, readers, roles, extrapolator, record, chunk_size, max
             stop = min(start + chunk_size, info.numel)
             if roles[name] == "predict":
                 window = torch.stack([_read_checked(reader, name, start, stop) for reader in used], dim=1)
-                writer.write(_finite_prediction(extrapolator(window.float(), kind).to(info.dtype), name, start))
+                predicted = extrapolator(window.to(**compute, non_blocking=True), kind)
+                writer.write(_finite_prediction(predicted.to("cpu", info.dtype), name, start))
             elif roles[name] == "norm" and record["norm_layers"] == "reset":
                 writer.write(torch.full((stop - start,), norm_reset_value(name), dtype=info.dtype))
             else:
                 writer.write(_read_checked(full, name, start, stop))
     writer.close()
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device, refused when it is not available here."""
+    try:
+        device = torch.device(device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        raise ValueError(
+            f"device={str(device)!r} is not available here ({error}); use 'cpu' or an available GPU."
+        ) from error
+    return device
+
+
+def _check_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """The compute dtype: float32 or float64 (a name or a torch dtype)."""
+    allowed = {"float32": torch.float32, "float64": torch.float64}
+    resolved = allowed.get(dtype) if isinstance(dtype, str) else dtype
+    if resolved not in allowed.values():
+        raise ValueError(f"dtype={dtype!r}: the extrapolation computes in one of {list(allowed)}.")
+    return resolved
 
 
 def _read_session(folder: Path) -> dict | None:

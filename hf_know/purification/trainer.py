@@ -6,6 +6,8 @@ jointly), turn each question into an answer and rationale prompt-completion exam
 on completion tokens only, rationale tokens weighted by λ. Evaluation runs the trainer's own loop on the answer task:
 `eval_loss` is the answer NLL and `eval_answer_accuracy` its exact match (an answer counts when every token is the
 top-1 prediction under teacher forcing, which is exactly when greedy decoding generates it).
+
+One module of about 350 lines: both trainers and their collators share the mixin and the per-token extras.
 """
 
 from __future__ import annotations

@@ -66,13 +66,15 @@ class PredictArguments:
     r: float | None = field(default=None, metadata={"help": "Subset ratio, recorded (read from sessions if set)."})
     allow_pickle: bool = field(default=False, metadata={"help": "Read pytorch_model.bin (weights_only=True)."})
     max_shard_size: str = field(default="5GB", metadata={"help": "Largest safetensors shard."})
+    device: str = field(default="cpu", metadata={"help": "Where the extrapolation runs: cpu, cuda, cuda:1..."})
+    dtype: str = field(default="float32", metadata={"help": "Compute precision: float32 or float64."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Push the result to this Hub repo."})
     hub_token: str | None = field(default=None, metadata={"help": "Hub token (else the usual HF settings)."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty foreign output_dir."})
 
 
 # The fields of `PredictArguments` passed to `KnowPredictor.predict` under their own names.
-PREDICT_OPTIONS = ("predictor", "r", "norm_layers", "exclude", "allow_pickle", "max_shard_size")
+PREDICT_OPTIONS = ("predictor", "r", "norm_layers", "exclude", "allow_pickle", "max_shard_size", "device", "dtype")
 
 
 @dataclass
