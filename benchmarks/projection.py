@@ -174,14 +174,24 @@ def run_arm(arm: str, lr: float, seed: int, data, num_labels: int, lora_rank: in
     }
 
 
+COMPUTE = {"computed": 0, "cached": 0, "seconds": 0.0}  # this invocation's runs; seconds of all runs it used
+
+
 def cached(path: Path, compute, fresh: bool) -> dict:
+    """`compute()` once per `path`: its JSON result, with the seconds it took, is reused by later invocations."""
     if path.is_file() and not fresh:
-        return json.loads(path.read_text())
-    result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, path)
+        result = json.loads(path.read_text())
+        COMPUTE["cached"] += 1
+    else:
+        started = time.perf_counter()
+        result = compute()
+        result["run_seconds"] = time.perf_counter() - started
+        COMPUTE["computed"] += 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, path)
+    COMPUTE["seconds"] += result.get("run_seconds", 0.0)
     return result
 
 
@@ -379,9 +389,10 @@ def render_markdown(output: dict) -> str:
         "",
         f"Scale `{s['scale']}`: {s['image_size']} px, {s['epochs']} epochs, batch {s['batch_size']}, constant-LR "
         f"AdamW, seeds {s['seeds']}, LR per arm chosen on validation at seed {s['seeds'][0]}. "
-        f"Machine: {output['machine']}; "
-        f"load average at start {output['load_average']}. Versions: {output['versions']}. "
-        f"Wall time {output['wall_seconds'] / 60:.1f} min.",
+        f"Machine: {output['machine']}; load average (1, 5, 15 min) at start {output['load_average']}, at the end "
+        f"{output['load_average_end']}. Versions: {output['versions']}. "
+        f"Wall time of this invocation {output['wall_seconds'] / 60:.1f} min ({output['runs']['computed']} runs "
+        f"computed, {output['runs']['cached']} read from the cache).",
         "",
     ]
     for dataset in ("fashion_mnist", "digits"):
@@ -495,12 +506,14 @@ def main() -> None:
         },
         "machine": machine(args.device),
         "load_average": [round(x, 2) for x in load],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "versions": versions(),
         "results": results,
         "step_cost": step,
         "forward": forward_ratios(num_labels, args.device),
         "resolution": resolution_probe(args) if "fashion_mnist" in args.datasets and args.scale != "smoke" else {},
         "wall_seconds": time.time() - started,
+        "runs": dict(COMPUTE),
     }
     output["goals"] = goals({**results, "forward": output["forward"]}) if "fashion_mnist" in results else {}
     output_path.parent.mkdir(parents=True, exist_ok=True)
