@@ -368,3 +368,24 @@ def test_lda_head_classifies_from_class_statistics_and_saves_with_the_adapter(tm
         model.fit_signature("c", [A])
     with pytest.raises(ValueError, match="classify needs head='lda'"):
         two_task_model().classify(**A)
+
+
+def test_class_gaussian_signatures_fit_from_labelled_batches_and_reload(tmp_path):
+    torch.manual_seed(0)
+    model = crmodel(signature_type="class_gaussian", max_components=2, retrieval_space="frozen_backbone")
+    labelled = {}
+    for name, (low, high) in (("a", (0, 10)), ("b", (90, 100))):
+        model.add_task(name)
+        batches = [batch(low, high, n=16), batch(low + 2, high, n=16)]
+        labelled[name] = [{**b, "labels": torch.tensor([0, 1] * 8)} for b in batches]
+        with pytest.raises(ValueError, match="signature_type='class_gaussian' fits class statistics"):
+            model.fit_signature(name, batches)
+        signature = model.fit_signature(name, labelled[name])
+        assert signature.weights.tolist() == [0.5, 0.5] and signature.precision_cholesky.dim() == 3
+    model.eval()
+    found, _ = model.retrieve(**BOTH)
+    assert found.tolist() == [0] * 8 + [1] * 8
+    model.save_pretrained(tmp_path)
+    torch.manual_seed(0)  # the same base
+    loaded = PeftModel.from_pretrained(tiny_bert(), tmp_path).eval()
+    torch.testing.assert_close(loaded.retrieve(**BOTH)[1], model.retrieve(**BOTH)[1])

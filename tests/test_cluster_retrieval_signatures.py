@@ -63,7 +63,10 @@ def test_well_separated_tasks_are_retrieved(signature_type, rule):
     train, test = task_stream(12.0, seed=0), task_stream(12.0, seed=0, n=400)[:]
     test = [t[200:] for t in test]  # held-out draws of the same tasks
     kwargs = {"top_k": 2, "temperature": 2.0} if rule == "soft" else {}
-    assert retrieval_accuracy(train, test, rule=rule, fit={"signature_type": signature_type}, **kwargs) >= 0.99
+    fit = {"signature_type": signature_type}
+    if signature_type == "class_gaussian":
+        fit["labels"] = torch.zeros(len(train[0]))  # one class per task: a single shrunk Gaussian
+    assert retrieval_accuracy(train, test, rule=rule, fit=fit, **kwargs) >= 0.99
 
 
 def test_retrieval_degrades_as_clusters_overlap_and_separation_tracks_it():
@@ -140,3 +143,41 @@ def test_lda_head_matches_sklearn_linear_discriminant_analysis():
     reference = LinearDiscriminantAnalysis(solver="lsqr").fit(features.numpy(), labels.numpy())
     assert ours.tolist() == reference.predict(features.numpy()).tolist()
     torch.testing.assert_close(means, torch.from_numpy(reference.means_).double(), rtol=1e-5, atol=1e-5)
+
+
+def test_class_gaussian_is_the_shrunk_per_class_density_and_needs_labels():
+    """One Ledoit-Wolf Gaussian per class, weighted by frequency: checked against SciPy's density of sklearn's
+    estimate; and two tasks whose classes share their means but not their shapes are told apart by it, where one
+    Gaussian per task (`centroid`) cannot."""
+    from sklearn.covariance import LedoitWolf
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 4, generator=generator, dtype=torch.float64)
+    labels = torch.tensor([0] * 80 + [1] * 40)
+    x[labels == 1] += 3.0
+    signature = fit_signature(x, "class_gaussian", max_components=2, labels=labels, reg_covar=1e-6)
+    expected = 0.0
+    for c, weight in ((0, 80 / 120), (1, 40 / 120)):
+        estimate = LedoitWolf().fit(x[labels == c].numpy())
+        cov = estimate.covariance_ + 1e-6 * np.eye(4)
+        expected = expected + weight * multivariate_normal(estimate.location_, cov).pdf(x[:5].numpy())
+    torch.testing.assert_close(signature.log_likelihood(x[:5]), torch.as_tensor(np.log(expected)))
+    # same means and per-dimension variances, opposite correlations: only full covariances separate the tasks
+    stretch = torch.diag(torch.tensor([2.0, 0.3, 1.0, 1.0], dtype=torch.float64))
+    turn = torch.eye(4, dtype=torch.float64)
+    turn[:2, :2] = torch.tensor([[1.0, 1.0], [-1.0, 1.0]]) / 2**0.5
+    shapes = (stretch @ turn, stretch @ turn.T)
+    tasks = [torch.randn(400, 4, generator=generator, dtype=torch.float64) @ m for m in shapes]
+    task_labels = [torch.arange(400) % 2] * 2
+    train, test = [t[:300] for t in tasks], [t[300:] for t in tasks]
+    for kind, floor in (("class_gaussian", 0.8), ("centroid", None)):
+        signatures = [
+            fit_signature(t, kind, max_components=2, labels=y[:300]) for t, y in zip(train, task_labels, strict=True)
+        ]
+        found, _ = retrieve(torch.cat(test), signatures)
+        accuracy = float((found == torch.tensor([0] * 100 + [1] * 100)).double().mean())
+        assert accuracy > floor if floor else accuracy < 0.65  # diagonal variances are alike: near chance
+    with pytest.raises(ValueError, match="needs one label per embedding"):
+        fit_signature(x, "class_gaussian")
+    with pytest.raises(ValueError, match=r"got 2 classes \(at most max_components=1\)"):
+        fit_signature(x, "class_gaussian", max_components=1, labels=labels)

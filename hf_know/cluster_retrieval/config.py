@@ -64,9 +64,11 @@ class ClusterRetrievalAdapterConfig(PeftConfig):
         pooling (`str`): `"cls"` (first token), `"mean"` (over unmasked tokens, or spatial positions for conv
             features) or `"last_token"` (last unmasked token, for decoders).
         feature_normalize (`bool`): L2-normalise embeddings before fitting and scoring.
-        signature_type (`str`): `"dpgmm"` (the paper's Dirichlet-process mixture), `"gmm"`, `"kmeans"` or
-            `"centroid"`, see [`fit_signature`].
-        max_components (`int`): DP truncation / number of components. Signatures are stored padded to this size.
+        signature_type (`str`): `"dpgmm"` (the paper's Dirichlet-process mixture), `"gmm"`, `"kmeans"`,
+            `"centroid"` or `"class_gaussian"` (one shrunk full-covariance Gaussian per class of the task: needs
+            labels in `fit_signature`'s batches), see [`fit_signature`].
+        max_components (`int`): DP truncation / number of components (for `class_gaussian`: the most classes a
+            task has). Signatures are stored padded to this size.
         covariance_type (`str`): `"diag"`, `"spherical"` or `"full"` (for dpgmm / gmm).
         reg_covar (`float`): Added to every variance.
         retrieval_rule (`str`): `"max_loglik"` (the paper's), `"nearest_centroid"` or `"soft"` (softmax over the
@@ -118,8 +120,9 @@ class ClusterRetrievalAdapterConfig(PeftConfig):
         default="cls", metadata={"help": "Pooling of the hidden state: 'cls', 'mean' or 'last_token'."}
     )
     feature_normalize: bool = field(default=True, metadata={"help": "L2-normalise the embeddings."})
-    signature_type: Literal["dpgmm", "gmm", "kmeans", "centroid"] = field(
-        default="dpgmm", metadata={"help": "Task signature: 'dpgmm' (paper), 'gmm', 'kmeans' or 'centroid'."}
+    signature_type: Literal["dpgmm", "gmm", "kmeans", "centroid", "class_gaussian"] = field(
+        default="dpgmm",
+        metadata={"help": "Task signature: 'dpgmm' (paper), 'gmm', 'kmeans', 'centroid' or 'class_gaussian'."},
     )
     max_components: int = field(default=10, metadata={"help": "Components per signature (DP truncation)."})
     covariance_type: Literal["diag", "spherical", "full"] = field(

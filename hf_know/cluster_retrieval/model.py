@@ -175,7 +175,9 @@ class ClusterRetrievalModel(TaskRouting, CheckedLoadMixin, BaseTuner):
         config = self.peft_config[adapter]
         if config.feature_dim is None:
             return
-        full = config.covariance_type == "full" and config.signature_type in ("dpgmm", "gmm")
+        full = config.signature_type == "class_gaussian" or (
+            config.covariance_type == "full" and config.signature_type in ("dpgmm", "gmm")
+        )
         device = next(self.model.parameters()).device
         for task in config.task_names:
             if task not in self.cr_signatures[adapter]:
@@ -223,13 +225,18 @@ class ClusterRetrievalModel(TaskRouting, CheckedLoadMixin, BaseTuner):
         was_training = self.model.training
         self.model.eval()
         features, labels = [], []
+        needs_labels = None  # the option that needs labels in the batches, named in the error without them
+        if config.head == "lda":
+            needs_labels = "head='lda'"
+        elif config.signature_type == "class_gaussian":
+            needs_labels = "signature_type='class_gaussian'"
         try:
             for batch in tqdm(dataloader, desc=f"signature of {name!r}", leave=False):
                 inputs = self._as_inputs(batch, name)
-                if config.head == "lda":
+                if needs_labels:
                     if "labels" not in inputs:
                         raise ValueError(
-                            f"head='lda' fits class statistics in fit_signature({name!r}), so its batches need "
+                            f"{needs_labels} fits class statistics in fit_signature({name!r}), so its batches need "
                             f"'labels'; got keys {sorted(inputs)}."
                         )
                     labels.append(inputs["labels"].flatten().cpu())
@@ -244,6 +251,7 @@ class ClusterRetrievalModel(TaskRouting, CheckedLoadMixin, BaseTuner):
             max_components=config.max_components,
             covariance_type=config.covariance_type,
             reg_covar=config.reg_covar,
+            labels=torch.cat(labels) if labels else None,
         )
         self.set_signature(name, signature, adapter)
         if config.head == "lda":

@@ -4,6 +4,10 @@ A task's signature is a Gaussian mixture fitted to the embeddings of its trainin
 routed to the task under whose signature its embedding is most likely: no parameter is learned for retrieval, so
 retrieval cannot forget. The paper fits a Dirichlet-process mixture (the number of components is inferred); a
 fixed-size mixture, k-means clusters and a single centroid are simpler signatures of the same form, for ablations.
+`class_gaussian` uses the task's labels: one full-covariance Gaussian per class, its covariance shrunk by Ledoit-Wolf
+(the estimator RanPAC-style heads use in high dimension), weighted by class frequency. On frozen ImageNet
+EfficientNet-Lite0 features of split Fashion-MNIST it retrieves as well as a supervised task classifier (83.7 vs
+83.2%), where one Gaussian per task reaches 71.1% and diagonal mixtures 74.6-80.3% (`benchmarks/retrieval_ceiling.py`).
 
 Everything here works on plain feature tensors; the PEFT model decides which embeddings to feed (layer, pooling,
 task-adapted or frozen backbone).
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-SIGNATURE_TYPES = ("dpgmm", "gmm", "kmeans", "centroid")
+SIGNATURE_TYPES = ("dpgmm", "gmm", "kmeans", "centroid", "class_gaussian")
 COVARIANCE_TYPES = ("diag", "spherical", "full")
 RETRIEVAL_RULES = ("max_loglik", "nearest_centroid", "soft")
 
@@ -66,11 +70,12 @@ class TaskSignature:
 
 def fit_signature(
     features: torch.Tensor,
-    signature_type: Literal["dpgmm", "gmm", "kmeans", "centroid"] = "dpgmm",
+    signature_type: Literal["dpgmm", "gmm", "kmeans", "centroid", "class_gaussian"] = "dpgmm",
     max_components: int = 10,
     covariance_type: Literal["diag", "spherical", "full"] = "diag",
     reg_covar: float = 1e-4,
     seed: int = 0,
+    labels: torch.Tensor | None = None,
 ) -> TaskSignature:
     """Fit a task signature to the embeddings `features` [N, D] of one task's training inputs.
 
@@ -79,9 +84,11 @@ def fit_signature(
             `max_components` components, unused ones get ~0 weight; the signature is the plug-in mixture of its
             posterior-mean weights, means and covariances, a proper density comparable across tasks), `"gmm"`
             (exactly `max_components` components), `"kmeans"` (`max_components` clusters, each a Gaussian with its
-            own diagonal variance) or `"centroid"` (one Gaussian).
+            own diagonal variance), `"centroid"` (one Gaussian) or `"class_gaussian"` (one Ledoit-Wolf shrunk
+            full-covariance Gaussian per class of `labels`, at most `max_components` classes).
         covariance_type: covariance of each component for `dpgmm` / `gmm`; `kmeans` and `centroid` are diagonal.
         reg_covar: added to every variance, keeping the likelihood finite in directions a task does not vary in.
+        labels: [N] class of each row (`class_gaussian` only).
     """
     if signature_type not in SIGNATURE_TYPES:
         raise ValueError(f"signature_type must be one of {SIGNATURE_TYPES}, got {signature_type!r}.")
@@ -97,6 +104,8 @@ def fit_signature(
     if not torch.isfinite(features).all():
         raise ValueError("fit_signature got non-finite features (NaN or inf); check the embeddings.")
     x = features.detach().double().cpu().numpy()
+    if signature_type == "class_gaussian":
+        return _class_gaussians(x, labels, max_components, reg_covar)
     k = min(max_components, x.shape[0])
     if signature_type in ("dpgmm", "gmm"):
         from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
@@ -123,6 +132,29 @@ def fit_signature(
     means = np.stack([c.mean(0) for c in clusters])
     variances = np.stack([c.var(0) for c in clusters]) + reg_covar
     return _signature(weights, means, 1.0 / np.sqrt(variances))
+
+
+def _class_gaussians(x: np.ndarray, labels: torch.Tensor | None, max_components: int, reg_covar: float):
+    """One Ledoit-Wolf shrunk full-covariance Gaussian per class, weighted by class frequency."""
+    from sklearn.covariance import LedoitWolf
+
+    if labels is None or len(labels) != len(x):
+        got = "none" if labels is None else f"{len(labels)}"
+        raise ValueError(f"signature_type='class_gaussian' needs one label per embedding ({len(x)}); got {got}.")
+    y = np.asarray(labels).reshape(-1)
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) > max_components or counts.min() < 2:
+        raise ValueError(
+            f"signature_type='class_gaussian' fits one Gaussian per class: got {len(classes)} classes (at most "
+            f"max_components={max_components}) with as few as {counts.min()} examples (at least 2 each)."
+        )
+    means, precisions = [], []
+    for c in classes:
+        estimate = LedoitWolf().fit(x[y == c])
+        covariance = estimate.covariance_ + reg_covar * np.eye(x.shape[1])
+        means.append(estimate.location_)
+        precisions.append(np.linalg.cholesky(np.linalg.inv(covariance)))
+    return _signature(counts / counts.sum(), np.stack(means), np.stack(precisions))
 
 
 def retrieve(

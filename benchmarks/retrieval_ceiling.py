@@ -1,0 +1,118 @@
+"""Benchmark: how close parameter-free task retrieval comes to its ceiling, on frozen ImageNet features.
+
+Setting: EfficientNet-Lite0 with its ImageNet weights (`hf_know.backbones.efficientnet_lite0`), frozen, pooled
+features of class-incremental splits of Fashion-MNIST and sklearn's digits (5 tasks of 2 classes, the class order
+drawn per seed), L2-normalised as `ClusterRetrievalAdapterConfig(feature_normalize=True)` does. Per seed, every
+signature type of `fit_signature` is fitted on each task's training features alone (no other task's data) and
+scored with `retrieve`; the ceiling is a supervised task classifier (logistic regression trained on all tasks'
+features at once), the best any retrieval in this feature space could be expected to do.
+
+    python benchmarks/retrieval_ceiling.py        # writes benchmarks/results/retrieval_ceiling.{json,md}
+    python benchmarks/retrieval_ceiling.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import machine, summarize, versions
+from tqdm.auto import tqdm
+
+from hf_know.backbones import efficientnet_lite0
+from hf_know.cluster_retrieval import SIGNATURE_TYPES, fit_signature, retrieve
+from hf_know.image_data import load_digits_dataset, load_fashion_mnist
+
+RESULTS = Path(__file__).parent / "results"
+DATASETS = {
+    "fashion_mnist": lambda size, seed: load_fashion_mnist(
+        image_size=size, train_per_class=300, test_per_class=200, seed=seed
+    ),
+    "digits": lambda size, seed: load_digits_dataset(image_size=size, seed=seed),
+}
+
+
+@torch.no_grad()
+def features(model, dataset, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, labels = [], torch.as_tensor(dataset.with_format(None)["labels"])
+    for start in range(0, len(dataset), 256):
+        pixels = dataset[start : start + 256]["pixel_values"].to(device)
+        rows.append(model.backbone(pixels.expand(-1, 3, -1, -1)).float().cpu())
+    return torch.nn.functional.normalize(torch.cat(rows).double(), dim=-1), labels
+
+
+def one_seed(dataset: str, seed: int, size: int, device: str) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    data = DATASETS[dataset](size, seed)
+    model = efficientnet_lite0(10, image_size=size).to(device).eval()
+    (x_train, y_train), (x_test, y_test) = (features(model, data[s], device) for s in ("train", "test"))
+    order = np.random.default_rng(seed).permutation(10)
+    task_of = torch.empty(10, dtype=torch.long)
+    for task in range(5):
+        task_of[order[2 * task : 2 * task + 2]] = task
+    t_train, t_test = task_of[y_train], task_of[y_test]
+    ceiling = LogisticRegression(max_iter=3000).fit(x_train.numpy(), t_train.numpy()).score(x_test.numpy(), t_test)
+    scores = {"supervised_task_classifier": float(ceiling)}
+    for kind in SIGNATURE_TYPES:
+        signatures = [
+            fit_signature(
+                x_train[t_train == t],
+                kind,
+                max_components=2 if kind == "class_gaussian" else 10,
+                labels=y_train[t_train == t],
+            )
+            for t in range(5)
+        ]
+        found, _ = retrieve(x_test, signatures)
+        scores[kind] = float((found == t_test).double().mean())
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--output", type=Path, default=RESULTS / "retrieval_ceiling")
+    args = parser.parse_args()
+    started, load = time.time(), os.getloadavg()
+    runs = {name: [] for name in DATASETS}
+    for dataset, seed in tqdm([(d, s) for d in DATASETS for s in args.seeds], desc="retrieval ceiling"):
+        runs[dataset].append(one_seed(dataset, seed, args.image_size, args.device))
+    table = {d: {k: summarize([r[k] for r in rs]) for k in rs[0]} for d, rs in runs.items()}
+    output = {
+        "setting": {"seeds": args.seeds, "image_size": args.image_size, "tasks": "5 x 2 classes"},
+        "machine": machine(args.device),
+        "load_average": [round(x, 2) for x in load],
+        "versions": versions(),
+        "runs": runs,
+        "table": table,
+        "wall_seconds": time.time() - started,
+    }
+    lines = [
+        "# Task retrieval against its ceiling (frozen ImageNet EfficientNet-Lite0 features)",
+        "",
+        f"{args.image_size} px, 5 tasks x 2 classes (class order per seed), seeds {args.seeds}; Fashion-MNIST: 300 "
+        "training and 200 test images per class; digits: sklearn's 70/30 split. Retrieval accuracy %, mean ± std. "
+        f"Wall time {output['wall_seconds'] / 60:.1f} min, load average at start {output['load_average']}.",
+        "",
+        "| method | " + " | ".join(DATASETS) + " |",
+        "|---|" + "---|" * len(DATASETS),
+    ]
+    for method in table["digits"]:
+        cells = [f"{100 * table[d][method]['mean']:.1f} ± {100 * table[d][method]['std']:.1f}" for d in DATASETS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".json").write_text(json.dumps(output, indent=2))
+    args.output.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
