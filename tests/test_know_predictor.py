@@ -9,6 +9,7 @@ from transformers import AutoModelForImageClassification, AutoModelForSequenceCl
 
 from hf_know.hub import pull, push_folder
 from hf_know.know import KnowHyperModel, KnowPredictor, push_prediction, tensor_kind
+from hf_know.know.extrapolate import Extrapolator
 from hf_know.know.predictor import PREDICTION_FILE
 from hf_know.testing import tiny_bert, tiny_resnet
 
@@ -216,10 +217,21 @@ def test_reversed_trajectory_from_collect_is_refused(tmp_path):
     assert not (tmp_path / "rev").exists()
 
 
-def test_device_and_compute_dtype_options(tmp_path, bert_trajectory):
-    """`device=` / `dtype=`: the same prediction on an explicit CPU device, float64 agrees with float32 to float32
-    rounding, and an unavailable device or an unsupported dtype is refused before anything is written."""
+def test_device_and_compute_dtype_options(tmp_path, bert_trajectory, monkeypatch):
+    """`device=` / `dtype=`: every chunk reaches the extrapolator on that device in that dtype; the same prediction
+    on an explicit CPU device, float64 agrees with float32 to float32 rounding, and an unavailable device or an
+    unsupported dtype is refused before anything is written."""
     folders, _, _ = bert_trajectory
+    seen = set()
+    call = Extrapolator.__call__
+
+    def spy(self, trajectory, kind):
+        seen.add((trajectory.device.type, trajectory.dtype))
+        return call(self, trajectory, kind)
+
+    monkeypatch.setattr(Extrapolator, "__call__", spy)
+    KnowPredictor().predict(folders, STEPS, tmp_path / "spy", predictor="linear", dtype="float64")
+    assert seen == {("cpu", torch.float64)}
     predictor = KnowPredictor(KnowHyperModel())
     default = load_prediction(predictor.predict(folders, STEPS, tmp_path / "default", chunk_size=5000))
     explicit = load_prediction(predictor.predict(folders, STEPS, tmp_path / "cpu", chunk_size=5000, device="cpu"))

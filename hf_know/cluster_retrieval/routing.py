@@ -27,8 +27,6 @@ from .embedding import (
 from .head import lda_scores
 from .signatures import retrieve
 
-SINGLE_PASS = object()  # routing decided inside the forward, at the feature layer
-
 
 class TaskRouting:
     """Retrieval (`retrieve`, `embed`, `classify`) and the forward pre-hook that routes every sample (`_route`)."""
@@ -141,7 +139,9 @@ class TaskRouting:
 
     def _routing_weights(
         self, adapter: str, module: nn.Module, args: tuple, kwargs: dict, requested
-    ) -> torch.Tensor | None:
+    ) -> torch.Tensor | tuple[nn.Module, bool] | None:
+        """[B, m] routing weights; or the feature point where this forward will route itself (single pass); or
+        None when the adapter has no task."""
         config = self.peft_config[adapter]
         m = len(config.task_names)
         if m == 0:
@@ -156,8 +156,8 @@ class TaskRouting:
         previous = (self.routing.weights or {}).get(adapter)
         if continues_generation(kwargs) and previous is not None and previous.shape[0] == batch:
             return previous  # a decoding step after the prompt: keep the prompt's routing
-        if self._single_pass_point(adapter) is not None and self._fitted(adapter):
-            return SINGLE_PASS
+        if self._fitted(adapter) and (point := self._single_pass_point(adapter)) is not None:
+            return point  # routed inside this forward, at the feature layer (`_route_in_pass`)
         found, scores = self._retrieve(adapter, args, kwargs)
         return self._weights_from(adapter, found, scores)
 
@@ -183,20 +183,15 @@ class TaskRouting:
         adapted = [order[m] for m in self._layers(adapter)]
         return (point, layer < len(blocks)) if adapted and min(adapted) >= start else None
 
-    def _route_in_pass(self, adapters: list[str], kwargs: dict) -> None:
-        """Hook the feature point of each adapter for this forward: the hidden state there is pooled, scored
-        against the signatures and becomes the routing of the adapted layers that run after it."""
-        for adapter in adapters:
-            point, read_input = self._single_pass_point(adapter)
-            mask = kwargs.get("attention_mask")
+    def _route_in_pass(self, points: dict[str, tuple[nn.Module, bool]], kwargs: dict) -> None:
+        """Hook each adapter's feature point (`_single_pass_point`) for this forward: the hidden state there is
+        pooled, scored against the signatures and becomes the routing of the adapted layers that run after it."""
+        mask = kwargs.get("attention_mask")
+        for adapter, (point, read_input) in points.items():
 
-            def route(hidden, adapter=adapter, mask=mask):
-                config = self.peft_config[adapter]
-                pooled = pool(hidden, mask, config.pooling)
-                if config.feature_normalize:
-                    pooled = nn.functional.normalize(pooled.float(), dim=-1)
-                fitted = self._fitted(adapter)
-                index, scores, _ = self._scores(adapter, fitted, [pooled.detach().float()], None)
+            def route(hidden, adapter=adapter):
+                pooled = self._pooled(adapter, hidden, mask).detach()
+                index, scores, _ = self._scores(adapter, self._fitted(adapter), [pooled], None)
                 self.routing.weights[adapter] = self._weights_from(adapter, index, scores)
 
             if read_input:
@@ -243,8 +238,8 @@ class TaskRouting:
         weights = {
             adapter: self._routing_weights(adapter, module, args, kwargs, requested) for adapter in self.active_adapters
         }
-        self.routing.weights = {a: w for a, w in weights.items() if w is not None and w is not SINGLE_PASS}
-        self._route_in_pass([a for a, w in weights.items() if w is SINGLE_PASS], kwargs)
+        self.routing.weights = {a: w for a, w in weights.items() if torch.is_tensor(w)}
+        self._route_in_pass({a: w for a, w in weights.items() if isinstance(w, tuple)}, kwargs)
         return args, kwargs
 
     def _embed(self, adapter: str, args: tuple, kwargs: dict, tasks: list[int] | None) -> list[torch.Tensor]:
@@ -268,7 +263,12 @@ class TaskRouting:
                 self.model(*args, **kwargs)
         finally:
             self.routing.weights, self._embedding_pass = saved, False
-        pooled = pool(captured["hidden"], kwargs.get("attention_mask"), config.pooling)
+        return list(self._pooled(adapter, captured["hidden"], kwargs.get("attention_mask")).split(batch))
+
+    def _pooled(self, adapter: str, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The [B, D] float32 embedding of hidden states at the feature layer: pooled, L2-normalised if configured."""
+        config = self.peft_config[adapter]
+        pooled = pool(hidden, attention_mask, config.pooling)
         if config.feature_normalize:
             pooled = nn.functional.normalize(pooled.float(), dim=-1)
-        return list(pooled.float().split(batch))
+        return pooled.float()

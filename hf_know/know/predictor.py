@@ -160,8 +160,9 @@ class KnowPredictor:
                 f"{len(checkpoints)}."
             )
         device, dtype = _check_device(device), _check_dtype(dtype)
-        hypermodel = self.hypermodel.to(device) if self.hypermodel is not None and predictor == "known" else None
-        extrapolator = Extrapolator(predictor, steps, hypermodel or self.hypermodel, shrink)
+        if self.hypermodel is not None:
+            self.hypermodel.to(device)  # in place: KNOWN runs where the chunks go
+        extrapolator = Extrapolator(predictor, steps, self.hypermodel, shrink)
         if len(checkpoints) < extrapolator.window:
             raise ValueError(
                 f"predictor={predictor!r} reads the last {extrapolator.window} checkpoints of the trajectory; got "
