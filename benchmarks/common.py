@@ -1,9 +1,10 @@
 """What every benchmark shares: the machine and library versions recorded in each results file, the shared
-training recipe, mean ± std over seeds, and the goals table."""
+training recipe, frozen-backbone features, mean ± std over seeds, and the goals table."""
 
 from __future__ import annotations
 
 import platform
+import time
 
 import numpy as np
 import peft
@@ -60,3 +61,18 @@ def goals_table(goals: dict[str, bool]) -> list[str]:
         "|---|---|",
         *(f"| {goal} | {'yes' if met else 'no'} |" for goal, met in goals.items()),
     ]
+
+
+@torch.no_grad()
+def frozen_features(
+    classifier, dataset, device: str, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(features [N, D] float32 on CPU, labels [N], seconds in the backbone) of an `hf_know.backbones.ImageClassifier`
+    over a dataset of grey `pixel_values`, batch by batch."""
+    rows, seconds = [], 0.0
+    for start in range(0, len(dataset), batch_size):
+        pixels = dataset[start : start + batch_size]["pixel_values"].to(device)
+        begin = time.perf_counter()
+        rows.append(classifier.backbone(pixels.expand(-1, classifier.in_channels, -1, -1)).float().cpu())
+        seconds += time.perf_counter() - begin  # .cpu() waits for a GPU
+    return torch.cat(rows), torch.as_tensor(dataset.with_format(None)["labels"]), seconds

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from common import goals_table, machine, summarize, training_arguments, versions
+from common import frozen_features, goals_table, machine, summarize, training_arguments, versions
 from tqdm.auto import tqdm
 from transformers import Trainer
 
@@ -293,19 +293,8 @@ def resolution_probe(args, sizes=(32, 64, 96, 128)) -> dict:
             model = efficientnet_lite0(10, image_size=size).to(args.device).eval()
             features, seconds = {}, 0.0
             for split in ("train", "test"):
-                rows = []
-                for start in range(0, len(data[split]), 256):
-                    batch = data[split][start : start + 256]
-                    _sync(args.device)
-                    begin = time.perf_counter()
-                    with torch.no_grad():
-                        rows.append(model.backbone(batch["pixel_values"].expand(-1, 3, -1, -1).to(args.device)))
-                    _sync(args.device)
-                    seconds += time.perf_counter() - begin
-                features[split] = (
-                    torch.cat(rows).float().cpu().numpy(),
-                    np.asarray(data[split].with_format(None)["labels"]),
-                )
+                x, y, split_seconds = frozen_features(model, data[split], args.device)
+                features[split], seconds = (x.numpy(), y.numpy()), seconds + split_seconds
             probe = LogisticRegression(max_iter=2000).fit(*features["train"])
             accuracy = float(probe.score(*features["test"]))
             return {"test_accuracy": accuracy, "ms_per_image": 1e3 * seconds / (len(data["train"]) + len(data["test"]))}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, summarize, versions
+from common import frozen_features, machine, summarize, versions
 from tqdm.auto import tqdm
 
 from hf_know.backbones import efficientnet_lite0
@@ -38,21 +38,13 @@ DATASETS = {
 }
 
 
-@torch.no_grad()
-def features(model, dataset, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    rows, labels = [], torch.as_tensor(dataset.with_format(None)["labels"])
-    for start in range(0, len(dataset), 256):
-        pixels = dataset[start : start + 256]["pixel_values"].to(device)
-        rows.append(model.backbone(pixels.expand(-1, 3, -1, -1)).float().cpu())
-    return torch.nn.functional.normalize(torch.cat(rows).double(), dim=-1), labels
-
-
 def one_seed(dataset: str, seed: int, size: int, device: str) -> dict:
     from sklearn.linear_model import LogisticRegressionCV
 
     data = DATASETS[dataset](size, seed)
     model = efficientnet_lite0(10, image_size=size).to(device).eval()
-    (x_train, y_train), (x_test, y_test) = (features(model, data[s], device) for s in ("train", "test"))
+    (x_train, y_train, _), (x_test, y_test, _) = (frozen_features(model, data[s], device) for s in ("train", "test"))
+    x_train, x_test = (torch.nn.functional.normalize(x.double(), dim=-1) for x in (x_train, x_test))
     order = np.random.default_rng(seed).permutation(10)
     task_of = torch.empty(10, dtype=torch.long)
     for task in range(5):
