@@ -22,26 +22,18 @@ TINY = str(REPO_ROOT / "configs" / "purify" / "tiny.yaml")
 CPU_2PROC = str(REPO_ROOT / "configs" / "accelerate" / "cpu_2proc.yaml")
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
 TEST_ROWS = toy_rationale_data(128).select(range(96, 128))
+PYTHON = [sys.executable]
+
+
+def purify(output, *options: str, env: dict, launcher=PYTHON, script: str = SCRIPT) -> None:
+    """The purify script (under `launcher`) on the tiny recipe, writing `output`, with extra `options`."""
+    run([*launcher, script, "--config", TINY, "--output_dir", str(output), *options], env)
 
 
 def test_accelerate_launch_distils_a_causal_student_pushes_it_with_trls_card(tmp_path, hub):
     output = tmp_path / "student"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", CPU_2PROC]
-    run(
-        [
-            *launch,
-            SCRIPT,
-            "--config",
-            TINY,
-            "--output_dir",
-            str(output),
-            "--push_to_hub",
-            "true",
-            "--hub_model_id",
-            "tester/tiny-purified",
-        ],
-        hub.env,
-    )
+    purify(output, "--push_to_hub", "true", "--hub_model_id", "tester/tiny-purified", env=hub.env, launcher=launch)
     metrics = json.loads((output / "metrics.json").read_text())
     assert set(metrics["chosen_teachers"]) <= {"adder", "multiplier"} and "eval_loss" in metrics
     # the pushed student loads with the plain transformers class and its greedy answers give the run's accuracy
@@ -57,48 +49,28 @@ def test_accelerate_launch_distils_a_causal_student_pushes_it_with_trls_card(tmp
     assert "_hf_know_output.json" not in (output / "README.md").read_text()
     # the pushed router is reused as is on the same data: the same rationales are chosen
     reused = tmp_path / "reused"
-    run(
-        [
-            sys.executable,
-            SCRIPT,
-            "--config",
-            TINY,
-            "--output_dir",
-            str(reused),
-            "--num_train_epochs",
-            "1",
-            "--router_name_or_path",
-            "tester/tiny-purified-router",
-        ],
-        hub.env,
-    )
+    purify(reused, "--num_train_epochs", "1", "--router_name_or_path", "tester/tiny-purified-router", env=hub.env)
     assert json.loads((reused / "metrics.json").read_text())["chosen_teachers"] == metrics["chosen_teachers"]
 
 
 def test_use_peft_gives_a_lora_student_that_peft_loads(tmp_path, hub):
     output = tmp_path / "lora"
-    run(
-        [
-            *LAUNCH,
-            SCRIPT,
-            "--config",
-            TINY,
-            "--output_dir",
-            str(output),
-            "--use_peft",
-            "--lora_r",
-            "16",
-            "--lora_target_modules",
-            "q_proj",
-            "v_proj",
-            "--num_train_epochs",
-            "2",
-            "--push_to_hub",
-            "true",
-            "--hub_model_id",
-            "tester/tiny-lora",
-        ],
-        hub.env,
+    purify(
+        output,
+        "--use_peft",
+        "--lora_r",
+        "16",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+        "--num_train_epochs",
+        "2",
+        "--push_to_hub",
+        "true",
+        "--hub_model_id",
+        "tester/tiny-lora",
+        env=hub.env,
+        launcher=LAUNCH,
     )
     config = json.loads((output / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["r"] == 16
@@ -111,24 +83,18 @@ def test_use_peft_gives_a_lora_student_that_peft_loads(tmp_path, hub):
 
 def test_the_rl_selector_on_two_processes(tmp_path, hub):
     output = tmp_path / "rl"
-    run(
-        [
-            *LAUNCH,
-            SCRIPT,
-            "--config",
-            TINY,
-            "--output_dir",
-            str(output),
-            "--purifier",
-            "reinforce",
-            "--num_train_epochs",
-            "2",
-            "--push_to_hub",
-            "true",
-            "--hub_model_id",
-            "tester/tiny-rl",
-        ],
-        hub.env,
+    purify(
+        output,
+        "--purifier",
+        "reinforce",
+        "--num_train_epochs",
+        "2",
+        "--push_to_hub",
+        "true",
+        "--hub_model_id",
+        "tester/tiny-rl",
+        env=hub.env,
+        launcher=LAUNCH,
     )
     metrics = json.loads((output / "metrics.json").read_text())
     assert "eval_answer_accuracy" in metrics and sum(metrics["chosen_teachers"].values()) == 96
@@ -138,21 +104,8 @@ def test_the_rl_selector_on_two_processes(tmp_path, hub):
 def test_an_encoder_decoder_student_through_the_console_entry_point(tmp_path, hub):
     output = tmp_path / "t5"
     hf_know = Path(sys.executable).parent / "hf-know"
-    run(
-        [
-            str(hf_know),
-            "purify",
-            "--config",
-            TINY,
-            "--output_dir",
-            str(output),
-            "--student_architecture",
-            "t5",
-            "--purifier",
-            "single_teacher:adder",
-        ],
-        hub.env,
-    )
+    options = ("--student_architecture", "t5", "--purifier", "single_teacher:adder")
+    purify(output, *options, env=hub.env, launcher=[str(hf_know)], script="purify")
     metrics = json.loads((output / "metrics.json").read_text())
     student = AutoModelForSeq2SeqLM.from_pretrained(output)
     tokenizer = AutoTokenizer.from_pretrained(output)
@@ -166,31 +119,23 @@ def test_a_run_that_checkpoints_into_its_output_dir_still_writes_its_result(tmp_
     """The Trainer's checkpoints land in output_dir during the run: the final write must not take them for a
     folder hf-know did not write."""
     output = tmp_path / "checkpointed"
-    run(
-        [
-            sys.executable,
-            SCRIPT,
-            "--config",
-            TINY,
-            "--output_dir",
-            str(output),
-            "--num_train_epochs",
-            "1",
-            "--save_strategy",
-            "steps",
-            "--save_steps",
-            "3",
-            "--purifier",
-            "single_teacher:adder",
-        ],
-        hub.env,
+    purify(
+        output,
+        "--num_train_epochs",
+        "1",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "3",
+        "--purifier",
+        "single_teacher:adder",
+        env=hub.env,
     )
     assert (output / "model.safetensors").is_file() and (output / "metrics.json").is_file()
     assert "router" not in (output / "README.md").read_text()  # a single teacher has no router to link
 
 
 def test_script_names_a_bad_purifier(tmp_path, hub):
-    bad = [sys.executable, SCRIPT, "--config", TINY, "--output_dir", str(tmp_path / "x")]
     with pytest.raises(AssertionError, match=r"purifier='gpt4'; expected one of"):
-        run([*bad, "--purifier", "gpt4"], hub.env)
+        purify(tmp_path / "x", "--purifier", "gpt4", env=hub.env)
     assert not (tmp_path / "x").exists()
