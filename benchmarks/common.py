@@ -1,10 +1,14 @@
 """What every benchmark shares: the machine and library versions recorded in each results file, the shared
-training recipe, frozen-backbone features, mean ± std over seeds, and the goals table."""
+training recipe, the run cache that makes long benchmarks resumable, frozen-backbone features, mean ± std over
+seeds, and the goals table."""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import peft
@@ -43,6 +47,27 @@ def training_arguments(output_dir: str, device: str, **kwargs) -> ScriptTraining
         use_cpu=device == "cpu",
         **kwargs,
     )
+
+
+COMPUTE = {"computed": 0, "cached": 0, "seconds": 0.0}  # this invocation's runs; seconds of all runs it used
+
+
+def cached(path: Path, compute, fresh: bool) -> dict:
+    """`compute()` once per `path`: its JSON result, with the seconds it took, is reused by later invocations."""
+    if path.is_file() and not fresh:
+        result = json.loads(path.read_text())
+        COMPUTE["cached"] += 1
+    else:
+        started = time.perf_counter()
+        result = compute()
+        result["run_seconds"] = time.perf_counter() - started
+        COMPUTE["computed"] += 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, path)
+    COMPUTE["seconds"] += result.get("run_seconds", 0.0)
+    return result
 
 
 def summarize(values: list[float]) -> dict:

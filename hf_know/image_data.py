@@ -108,21 +108,11 @@ def digits_task_stream(
     Labels index the concatenation of all groups (class-incremental: one label space for the whole stream), so
     `tasks=[[0, 1], [2, 3]]` gives labels 0, 1 to the first task and 2, 3 to the second.
     """
+    from .cluster_retrieval.stream import split_into_tasks
+
     groups = [list(group) for group in tasks]
     data = load_digits_dataset([c for group in groups for c in group], image_size, train_per_class, seed=seed)
-    stream, start = [], 0
-    for group in groups:
-        labels = list(range(start, start + len(group)))
-        stream.append(
-            DatasetDict(
-                {
-                    name: split.select(np.flatnonzero(np.isin(np.asarray(split[:]["labels"]), labels)))
-                    for name, split in data.items()
-                }
-            )
-        )
-        start += len(group)
-    return stream
+    return split_into_tasks(data, [len(group) for group in groups])
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

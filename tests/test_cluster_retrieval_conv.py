@@ -124,3 +124,25 @@ def test_efficientnet_lite0_learns_routed_conv_tasks_and_retrieves_from_its_bloc
     grads = [p.grad for n, p in model.named_parameters() if "cr_B" in n and "_blocks.15" in n]
     assert len(grads) == 2 and all(g.abs().sum() > 0 for g in grads)  # both conv tasks' B get a gradient
     assert model.embed(pixel_values=x).shape == (2, 320)  # pooled from the last MBConv block
+
+
+def test_training_keeps_the_frozen_backbones_batch_norm_statistics():
+    """A task's training batches must not move the running statistics of the frozen backbone's batch norms: the
+    frozen features (and every signature fitted on them) would drift; a trainable batch norm still trains."""
+    torch.manual_seed(0)
+    blocks = Blocks()
+    blocks.norm, blocks.trained_norm = nn.BatchNorm2d(6), nn.BatchNorm2d(6)
+    model = get_peft_model(
+        ImageClassifier(blocks, 6, num_labels=3, in_channels=1),
+        hf_know.ClusterRetrievalAdapterConfig(target_modules=TARGETS, r=2, modules_to_save=["trained_norm"]),
+    )
+    model.add_task("a")
+    model.train()
+    frozen = model.base_model.model.backbone.norm
+    trained = model.base_model.model.backbone.trained_norm.modules_to_save["default"]
+    assert not frozen.training and trained.training and model.base_model.model.classifier.training
+    x = torch.randn(4, 6, 12, 12) * 3 + 2
+    frozen(x), trained(x)  # what the forward of a training step does to each of them
+    assert torch.equal(frozen.running_mean, torch.zeros(6)) and not torch.equal(trained.running_mean, torch.zeros(6))
+    model.eval()
+    assert not frozen.training and not trained.training

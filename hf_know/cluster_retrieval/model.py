@@ -110,6 +110,19 @@ class ClusterRetrievalModel(TaskRouting, CheckedLoadMixin, BaseTuner):
         self._adapters_enabled = enabled
         super()._enable_adapter_layers(enabled)
 
+    def train(self, mode: bool = True):
+        """Train or eval mode, except for the frozen backbone's batch norms, which stay in eval mode: their running
+        statistics are part of the frozen features that every task's signature was fitted on, and a task's training
+        batches would otherwise move them (old signatures go stale, the frozen features drift). A batch norm with a
+        trainable parameter (`modules_to_save`) trains as usual."""
+        super().train(mode)
+        for module in self.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters()
+            ):
+                module.eval()
+        return self
+
     def _unload_and_optionally_merge(self, *args, **kwargs):
         model = super()._unload_and_optionally_merge(*args, **kwargs)
         for hook in self._hooks:

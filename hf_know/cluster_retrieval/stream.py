@@ -8,12 +8,14 @@ with cross-entropy over its own classes only, and an input routed to a task is p
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments, default_data_collator
@@ -54,6 +56,25 @@ def continual_metrics(accuracy: list[list[float]], retrieval_accuracy: list[list
 def task_classes(dataset: Dataset) -> list[int]:
     """The sorted label values of one task's `dataset` (its `labels` column)."""
     return sorted({int(label) for label in dataset["labels"]})
+
+
+def split_into_tasks(data: DatasetDict, task_sizes: Sequence[int]) -> list[DatasetDict]:
+    """A class-incremental stream from one dataset whose `labels` run 0..n-1 in task order: task t gets the next
+    `task_sizes[t]` labels, in every split, keeping the labels (one label space for the whole stream)."""
+    labels = {name: np.asarray(split.with_format(None)["labels"]) for name, split in data.items()}
+    n = 1 + max(int(values.max()) for values in labels.values())
+    if sum(task_sizes) != n or min(task_sizes) < 1:
+        raise ValueError(f"task_sizes {list(task_sizes)} must be positive and add up to the dataset's {n} labels.")
+    bounds = np.cumsum([0, *task_sizes])
+    return [
+        DatasetDict(
+            {
+                name: split.select(np.flatnonzero((labels[name] >= start) & (labels[name] < end)))
+                for name, split in data.items()
+            }
+        )
+        for start, end in itertools.pairwise(bounds)
+    ]
 
 
 def predict_among(logits: torch.Tensor, classes: Sequence[int] | None) -> torch.Tensor:
