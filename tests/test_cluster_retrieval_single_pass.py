@@ -59,12 +59,32 @@ def test_an_adapter_below_the_feature_layer_falls_back_to_a_separate_embedding_p
         torch.testing.assert_close(free, model(**A, adapter_names=[0] * 8).logits)
 
 
-def test_efficientnet_routes_its_conv_adapters_from_the_block_below_them_in_one_pass():
+def test_an_embedding_pass_stops_after_the_feature_layer_of_a_transformer():
+    model = bert_two_tasks(["classifier"], feature_layer=1)
+    layers = [counting(layer) for layer in model.base_model.model.bert.encoder.layer]
+    model.embed(**A)
+    assert [len(calls) for calls in layers] == [1, 1]  # layer 1 runs only for its input to be read (a hook)
+    model = bert_two_tasks(["classifier"], feature_layer=0)
+    layers = [counting(layer) for layer in model.base_model.model.bert.encoder.layer]
+    model.embed(**A)
+    assert [len(calls) for calls in layers] == [1, 0]
+
+
+@pytest.mark.parametrize("feature_layer", [14, 15])
+def test_efficientnet_routes_its_conv_adapters_from_the_block_below_them_in_one_pass(feature_layer):
+    """EfficientNet's blocks change width, so an embedding pass (fit_signature) runs the whole stack instead of
+    cutting it after the feature layer (what follows could not take block 14's output)."""
     torch.manual_seed(0)
     base = efficientnet_lite0(4, 32)
-    convs = [n for n, m in base.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and "_blocks.15." in n]
+    above = tuple(f"_blocks.{i}." for i in range(feature_layer, 16))
+    convs = [
+        n for n, m in base.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and n.startswith(above, 9)
+    ]
     config = hf_know.ClusterRetrievalAdapterConfig(
-        target_modules=[*convs, "classifier"], r=4, retrieval_space="frozen_backbone", feature_layer=15
+        target_modules=[*convs, "_conv_head", "classifier"],
+        r=4,
+        retrieval_space="frozen_backbone",
+        feature_layer=feature_layer,
     )
     model = get_peft_model(base, config)
     images = {"a": torch.randn(6, 1, 32, 32), "b": torch.randn(6, 1, 32, 32).abs() * 3}
@@ -82,3 +102,5 @@ def test_efficientnet_routes_its_conv_adapters_from_the_block_below_them_in_one_
     with torch.no_grad():
         torch.testing.assert_close(free, model(pixel_values=x, adapter_names=found.tolist()).logits)
     assert found.tolist() == [0] * 6 + [1] * 6
+    width = base.backbone._blocks[feature_layer]._expand_conv.get_base_layer().in_channels
+    assert model.embed(pixel_values=x).shape == (12, width)  # the input of the block at the feature layer

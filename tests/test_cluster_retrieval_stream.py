@@ -12,10 +12,11 @@ from hf_know.cluster_retrieval.stream import (
     evaluate_task,
     predict_among,
     run_task_stream,
+    split_into_tasks,
     task_classes,
     train_task,
 )
-from hf_know.image_data import digits_task_stream
+from hf_know.image_data import digits_task_stream, load_fashion_mnist
 from hf_know.testing import tiny_vit
 
 
@@ -84,3 +85,15 @@ def test_class_incremental_stream_predicts_among_the_retrieved_tasks_classes(tmp
         final = {metric: getattr(result, metric)[-1][j] for metric in row}
         assert row == pytest.approx(final)
     assert result.metrics()["oracle_acc"] > 0.65  # above chance (0.5): each task learns its own two digits
+
+
+def test_split_into_tasks_keeps_labels_and_the_image_transform(fashion_dir):
+    order = [7, 2, 9, 0, 4, 1]
+    data = load_fashion_mnist(order, image_size=8, train_per_class=3, test_per_class=2, data_dir=fashion_dir)
+    stream = split_into_tasks(data, [2, 3, 1])
+    assert [task_classes(task["train"]) for task in stream] == [[0, 1], [2, 3, 4], [5]]
+    assert [len(task["test"]) for task in stream] == [4, 6, 2]
+    row = stream[1]["train"][0]  # the on-access transform still makes pixel_values, and images match labels
+    assert row["pixel_values"].shape == (1, 8, 8) and row["labels"] in (2, 3, 4)
+    with pytest.raises(ValueError, match=r"add up to the dataset's 6 labels"):
+        split_into_tasks(data, [2, 2])

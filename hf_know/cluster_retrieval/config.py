@@ -60,7 +60,8 @@ class ClusterRetrievalAdapterConfig(PeftConfig):
             task is added.
         feature_layer (`int`): Which hidden state is pooled into a task embedding, in transformers' convention:
             0 is the embedding output, i the output of block i, -1 the last block. Lower layers are cheaper:
-            retrieval stops the forward pass there.
+            an embedding pass stops there (when the blocks are alike, as transformer layers are), and where every
+            adapted layer runs above it, retrieval reads it inside the prediction's own forward (single pass).
         pooling (`str`): `"cls"` (first token), `"mean"` (over unmasked tokens, or spatial positions for conv
             features) or `"last_token"` (last unmasked token, for decoders).
         feature_normalize (`bool`): L2-normalise embeddings before fitting and scoring.

@@ -1,9 +1,11 @@
 """The embedding pass of PROTEUS retrieval (arXiv 2603.13235): pooled hidden states at a chosen block of the model,
 through the frozen backbone or through given tasks' modules, computed by a forward pass cut after that block.
 
-The model's block stack (transformer layers, CNN stages: the first `nn.ModuleList` of identical modules) is swapped
-for its first blocks for the length of the pass, so the blocks above the feature layer never run; the hidden state is
-read by a hook on the last block kept. The pass never sees labels, routing ids or a generation cache.
+The model's block stack (transformer layers, CNN stages: the first `nn.ModuleList` of modules of one class) is swapped
+for its first blocks for the length of the pass, so the blocks above the feature layer never run, when its blocks
+are alike (the same parameter shapes, as transformer layers are: what follows the stack then takes the output of any
+block); a stack whose blocks change width (CNN stages) runs whole. The hidden state is read by a hook on the block at
+the feature layer. The pass never sees labels, routing ids or a generation cache.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def hidden_state_at(model: nn.Module, feature_layer: int) -> Iterator[dict]:
         def read_input(module, args, kwargs):
             captured["hidden"] = args[0] if args else kwargs["hidden_states"]
 
-        kept, handle = blocks[: layer + 1], blocks[layer].register_forward_pre_hook(read_input, with_kwargs=True)
+        handle = blocks[layer].register_forward_pre_hook(read_input, with_kwargs=True)
+        kept = blocks[: layer + 1] if _alike(blocks) else blocks
     else:
 
         def read_output(module, args, output):
@@ -69,6 +72,11 @@ def hidden_state_at(model: nn.Module, feature_layer: int) -> Iterator[dict]:
     finally:
         handle.remove()
         setattr(parent, name, blocks)
+
+
+def _alike(blocks: nn.ModuleList) -> bool:
+    """Whether every block has the same parameter shapes (so any block's output fits what follows the stack)."""
+    return len({tuple(p.shape for p in block.parameters()) for block in blocks}) == 1
 
 
 def embedding_inputs(model: nn.Module, kwargs: dict) -> dict:

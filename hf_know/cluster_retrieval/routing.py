@@ -78,8 +78,10 @@ class TaskRouting:
         return self._scores(adapter, fitted, features, space)
 
     def _fitted(self, adapter: str) -> list[int]:
-        config = self.peft_config[adapter]
-        return [i for i, task in enumerate(config.task_names) if self.signature(task, adapter) is not None]
+        slots = self.cr_signatures[adapter]
+        return [
+            i for i, task in enumerate(self.peft_config[adapter].task_names) if task in slots and slots[task].fitted
+        ]
 
     def _scores(self, adapter: str, fitted: list[int], features: list[torch.Tensor], space):
         """Retrieval among the `fitted` tasks from embeddings (one per task in `space`, or one frozen)."""

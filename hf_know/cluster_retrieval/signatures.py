@@ -260,5 +260,7 @@ class SignatureBuffers(nn.Module):
         self.register_buffer("lda_precision", precision.to(self.means))
 
     def signature(self) -> TaskSignature:
-        used = self.weights > 0  # drop the padding
-        return TaskSignature(self.weights[used], self.means[used], self.precision_cholesky[used])
+        used = self.weights > 0
+        if bool(used.all()):  # no padding: the buffers themselves, no copy (retrieval reads them every forward)
+            return TaskSignature(self.weights, self.means, self.precision_cholesky)
+        return TaskSignature(self.weights[used], self.means[used], self.precision_cholesky[used])  # drop the padding

@@ -55,7 +55,7 @@ def continual_metrics(accuracy: list[list[float]], retrieval_accuracy: list[list
 
 def task_classes(dataset: Dataset) -> list[int]:
     """The sorted label values of one task's `dataset` (its `labels` column)."""
-    return sorted({int(label) for label in dataset["labels"]})
+    return sorted({int(label) for label in dataset.with_format(None)["labels"]})  # no transform (images) runs
 
 
 def split_into_tasks(data: DatasetDict, task_sizes: Sequence[int]) -> list[DatasetDict]:
