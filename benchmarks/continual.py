@@ -34,7 +34,7 @@ Arms, same targets, rank 8, optimiser, learning rate and epochs for all:
 Batch norms of the pretrained CNN stay frozen (eval mode) in every arm, as PROTEUS keeps them.
 
 Also measured: the task-free forward time as a ratio to a forward with given task ids at 1, 5 and 10 tasks, for
-single-pass routing and for a separate embedding pass (feature layer above an adapted layer), and memory per task.
+single-pass routing and for a shared prefix (feature layer above adapted blocks), and memory per task.
 
 Every (stream, arm, seed) run is cached under `benchmarks/.cache/continual/<scale>/`, so an interrupted run resumes
 where it stopped; `--fresh` ignores the cache.
@@ -388,13 +388,14 @@ def memory_per_task(model) -> dict:
 @torch.no_grad()
 def latency(stream, tasks, scale, collate, device, repeats: int = 20) -> dict:
     """Task-free forward time / forward with given task ids at 1, 5 and 10 tasks: single-pass routing (the feature
-    layer below every adapted layer) and a separate embedding pass (the last block's output, above some)."""
+    layer below every adapted layer) and a shared prefix (the last block's output, above the adapted blocks, which
+    then run twice: frozen to route, then adapted)."""
     test = tasks[0][2]
     batch = next(iter(loader(test.select([i % len(test) for i in range(32)]), collate, 32)))
     batch.pop("labels")
     inputs = {k: v.to(device) for k, v in batch.items()}
     result = {}
-    for label, layer in (("single_pass", STREAMS[stream]["feature_layer"]), ("separate_pass", -1)):
+    for label, layer in (("single_pass", STREAMS[stream]["feature_layer"]), ("shared_prefix", -1)):
         for m in (1, 5, 10):
             model = get_peft_model(make_base(stream, 0, scale), proteus_config(stream, feature_layer=layer))
             for k in range(m):
@@ -581,7 +582,7 @@ def render_markdown(output: dict) -> str:
             "Task-free forward time / forward with given task ids (batch 32): "
             + "; ".join(
                 f"{kind.replace('_', ' ')} " + ", ".join(f"{timing[f'{kind}@{m}']:.2f}x at {m}" for m in (1, 5, 10))
-                for kind in ("single_pass", "separate_pass")
+                for kind in ("single_pass", "shared_prefix")
             )
             + ".",
             "",

@@ -8,7 +8,7 @@ from torch import nn
 
 import hf_know
 from hf_know.backbones import efficientnet_lite0
-from hf_know.testing import tiny_bert
+from hf_know.testing import tiny_bert, tiny_llama
 
 from .test_cluster_retrieval_model import A, B, batch, perturb_trainable
 
@@ -49,14 +49,46 @@ def test_adapters_above_the_feature_layer_route_in_the_same_pass(feature_layer):
         torch.testing.assert_close(free, model(**both, adapter_names=found.tolist()).logits)
 
 
-def test_an_adapter_below_the_feature_layer_falls_back_to_a_separate_embedding_pass():
-    model = bert_two_tasks(["layer.0.attention.self.query", "classifier"], feature_layer=1)
+@pytest.mark.parametrize(
+    ("target", "feature_layer", "layer_runs"),
+    [("layer.1.attention.self.query", 2, [1, 2]), ("layer.0.attention.self.query", 1, [2, 1])],
+)
+def test_adapted_blocks_below_the_feature_layer_share_the_forwards_prefix(target, feature_layer, layer_runs):
+    """The embeddings (and blocks below the first adapted one) run once; the frozen blocks from the first adapted
+    one up to the feature layer run once more, with the adapters off, to route the rest of the same forward."""
+    model = bert_two_tasks([target, "classifier"], feature_layer)
+    both = {k: torch.cat([A[k], B[k]]) for k in A}
     embeddings = counting(model.base_model.model.bert.embeddings)
+    layers = [counting(layer) for layer in model.base_model.model.bert.encoder.layer]
     with torch.no_grad():
-        free = model(**A).logits
-    assert len(embeddings) == 2
+        free = model(**both).logits
+    assert len(embeddings) == 1 and [len(calls) for calls in layers] == layer_runs
+    found, _ = model.retrieve(**both)
+    assert found.tolist() == [0] * 8 + [1] * 8
     with torch.no_grad():
-        torch.testing.assert_close(free, model(**A, adapter_names=[0] * 8).logits)
+        torch.testing.assert_close(free, model(**both, adapter_names=found.tolist()).logits)
+
+
+def test_a_forward_that_writes_a_generation_cache_embeds_in_a_separate_pass():
+    torch.manual_seed(0)
+    config = hf_know.ClusterRetrievalAdapterConfig(r=4, pooling="last_token", retrieval_space="frozen_backbone")
+    lm = get_peft_model(tiny_llama(), config)  # q/v of every layer: below the last layer's output
+    prompts = {"a": batch(0, 30, n=4, length=6), "b": batch(30, 64, n=4, length=6)}
+    for name, inputs in prompts.items():
+        lm.add_task(name)
+        perturb_trainable(lm)
+        lm.fit_signature(name, [inputs])
+    lm.eval()
+    embeddings = counting(lm.base_model.model.model.embed_tokens)
+    with torch.no_grad():
+        cached = lm(**prompts["b"]).logits  # use_cache: the blocks must not run twice into the cache
+        assert len(embeddings) == 2
+        uncached = lm(**prompts["b"], use_cache=False).logits
+        assert len(embeddings) == 3
+        torch.testing.assert_close(cached, uncached)
+        torch.testing.assert_close(cached, lm(**prompts["b"], adapter_names=[1] * 4).logits)
+    generated = lm.generate(**prompts["b"], max_new_tokens=3, do_sample=False)
+    assert torch.equal(generated, lm.generate(**prompts["b"], max_new_tokens=3, do_sample=False, adapter_names=[1] * 4))
 
 
 def test_an_embedding_pass_stops_after_the_feature_layer_of_a_transformer():

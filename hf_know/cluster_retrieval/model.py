@@ -56,6 +56,7 @@ class ClusterRetrievalModel(TaskRouting, CheckedLoadMixin, BaseTuner):
         self._requested_tasks = None
         self._embedding_pass = False
         self._pass_hooks = []  # the single-pass routing hooks of the forward in progress
+        self._prefix_running = False  # a shared-prefix hook is running the frozen blocks (`_route_in_pass`)
         self._adapters_enabled = True
         self._autocast_adapter_dtype: dict[str, bool] = {}
         super().__init__(model, config, adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)

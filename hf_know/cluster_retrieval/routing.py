@@ -3,8 +3,10 @@ layer, score them against the task signatures, and set each sample's routing wei
 
 Frozen-backbone retrieval runs in a single pass wherever every adapted layer runs after the feature layer (the
 adapters of a classifier head and of the blocks above it): the forward itself reads the hidden state at the feature
-layer, routes from it, and the adapted layers further on use that routing. Otherwise (an adapted layer below the
-feature layer, or task-adapted retrieval) a separate embedding pass, cut after the feature layer, runs first.
+layer, routes from it, and the adapted layers further on use that routing. With adapted blocks below the feature
+layer the forward shares its prefix: at the first adapted block it runs the frozen blocks up to the feature layer,
+routes, and goes on. Otherwise (an adapted layer before the block stack, a forward that writes a generation cache,
+or task-adapted retrieval) a separate embedding pass, cut after the feature layer, runs first.
 
 `TaskRouting` is a mixin of the tuner: it reads the tuner's `peft_config`, `routing`, `model` and signatures.
 """
@@ -17,6 +19,7 @@ from torch import nn
 from .embedding import (
     batch_size,
     block_stack,
+    caches,
     continues_generation,
     embedding_inputs,
     feature_block,
@@ -141,8 +144,8 @@ class TaskRouting:
 
     def _routing_weights(
         self, adapter: str, module: nn.Module, args: tuple, kwargs: dict, requested
-    ) -> torch.Tensor | tuple[nn.Module, bool] | None:
-        """[B, m] routing weights; or the feature point where this forward will route itself (single pass); or
+    ) -> torch.Tensor | tuple[nn.Module, bool, list[nn.Module]] | None:
+        """[B, m] routing weights; or the point where this forward will route itself (`_single_pass_point`); or
         None when the adapter has no task."""
         config = self.peft_config[adapter]
         m = len(config.task_names)
@@ -158,7 +161,7 @@ class TaskRouting:
         previous = (self.routing.weights or {}).get(adapter)
         if continues_generation(kwargs) and previous is not None and previous.shape[0] == batch:
             return previous  # a decoding step after the prompt: keep the prompt's routing
-        if self._fitted(adapter) and (point := self._single_pass_point(adapter)) is not None:
+        if self._fitted(adapter) and (point := self._single_pass_point(adapter, kwargs)) is not None:
             return point  # routed inside this forward, at the feature layer (`_route_in_pass`)
         found, scores = self._retrieve(adapter, args, kwargs)
         return self._weights_from(adapter, found, scores)
@@ -168,10 +171,15 @@ class TaskRouting:
             return scores.float()
         return nn.functional.one_hot(found, len(self.peft_config[adapter].task_names)).float()
 
-    def _single_pass_point(self, adapter: str) -> tuple[nn.Module, bool] | None:
-        """(module, read its input) where the forward itself can route `adapter` from the frozen hidden state at the
-        feature layer, or None when some adapted layer runs before that point (in registration order, which is
-        execution order for transformers models and sequential CNNs) or retrieval is task-adapted."""
+    def _single_pass_point(self, adapter: str, kwargs: dict) -> tuple[nn.Module, bool, list[nn.Module]] | None:
+        """Where this forward can route `adapter` from the frozen hidden state at the feature layer, as (module,
+        read its input, prefix blocks), or None when it cannot (retrieval is task-adapted, an adapted layer runs
+        before the block stack, or an adapted block below the feature layer would write a generation cache twice).
+
+        With every adapted layer after the feature point (in registration order, which is execution order for
+        transformers models and sequential CNNs) the hidden state is read there, prefix empty. Otherwise, at the
+        input of the first adapted block b, the frozen blocks b..feature layer run once more (the shared prefix:
+        embeddings and blocks below b run once for both)."""
         config = self.peft_config[adapter]
         if config.retrieval_space != "frozen_backbone":
             return None
@@ -183,20 +191,50 @@ class TaskRouting:
         else:
             point, start = blocks[-1], max(order[m] for m in blocks[-1].modules()) + 1
         adapted = [order[m] for m in self._layers(adapter)]
-        return (point, layer < len(blocks)) if adapted and min(adapted) >= start else None
+        if not adapted:
+            return None
+        if min(adapted) >= start:
+            return point, layer < len(blocks), []
+        first = [i for i, block in enumerate(blocks) if order[block] <= min(adapted)]
+        if not first or not self._writes_no_cache(kwargs):
+            return None
+        return blocks[first[-1]], True, list(blocks[first[-1] : layer])
 
-    def _route_in_pass(self, points: dict[str, tuple[nn.Module, bool]], kwargs: dict) -> None:
-        """Hook each adapter's feature point (`_single_pass_point`) for this forward: the hidden state there is
-        pooled, scored against the signatures and becomes the routing of the adapted layers that run after it."""
+    def _writes_no_cache(self, kwargs: dict) -> bool:
+        """Whether a forward surely writes no generation cache, so that blocks may run twice."""
+        if caches(kwargs):
+            return False
+        can_generate = getattr(self.model, "can_generate", None)
+        return kwargs.get("use_cache") is False or not (callable(can_generate) and can_generate())
+
+    def _route_in_pass(self, points: dict[str, tuple[nn.Module, bool, list[nn.Module]]], kwargs: dict) -> None:
+        """Hook each adapter's feature point (`_single_pass_point`) for this forward: the frozen hidden state at the
+        feature layer (read there, or computed by running the prefix blocks with the adapters off) is pooled,
+        scored against the signatures and becomes the routing of the adapted layers that run after the hook."""
         mask = kwargs.get("attention_mask")
-        for adapter, (point, read_input) in points.items():
+        for adapter, (point, read_input, prefix) in points.items():
 
             def route(hidden, adapter=adapter):
                 pooled = self._pooled(adapter, hidden, mask).detach()
                 index, scores, _ = self._scores(adapter, self._fitted(adapter), [pooled], None)
                 self.routing.weights[adapter] = self._weights_from(adapter, index, scores)
 
-            if read_input:
+            def from_prefix(module, args, kw, route=route, prefix=prefix):
+                if self._prefix_running:  # the hooked block itself, run by the prefix below
+                    return
+                hidden = args[0] if args else kw["hidden_states"]
+                saved, self.routing.weights, self._prefix_running = self.routing.weights, {}, True
+                try:
+                    for block in prefix:
+                        out = block(hidden, *args[1:], **kw) if args else block(**{**kw, "hidden_states": hidden})
+                        hidden = out[0] if isinstance(out, tuple | list) else out
+                finally:
+                    self.routing.weights, self._prefix_running = saved, False
+                route(hidden)
+
+            if prefix:
+                hook = point.register_forward_pre_hook(from_prefix, with_kwargs=True)
+            elif read_input:
                 hook = point.register_forward_pre_hook(
                     lambda module, args, kw, route=route: route(args[0] if args else kw["hidden_states"]),
                     with_kwargs=True,
