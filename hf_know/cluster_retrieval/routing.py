@@ -6,7 +6,7 @@ adapters of a classifier head and of the blocks above it): the forward itself re
 layer, routes from it, and the adapted layers further on use that routing. With adapted blocks below the feature
 layer the forward shares its prefix: at the first adapted block it runs the frozen blocks up to the feature layer,
 routes, and goes on. Otherwise (an adapted layer before the block stack, a forward that writes a generation cache,
-or task-adapted retrieval) a separate embedding pass, cut after the feature layer, runs first.
+or task-adapted retrieval) a separate embedding pass runs first.
 
 `TaskRouting` is a mixin of the tuner: it reads the tuner's `peft_config`, `routing`, `model` and signatures.
 """
