@@ -1,5 +1,6 @@
 """The embedding pass of PROTEUS retrieval (arXiv 2603.13235): pooled hidden states at a chosen block of the model,
-through the frozen backbone or through given tasks' modules, computed by a forward pass (cut after that block where the stack allows).
+through the frozen backbone or through given tasks' modules, computed by a forward pass (cut after that block where
+the stack allows it).
 
 The model's block stack (transformer layers, CNN stages: the first `nn.ModuleList` of modules of one class) is swapped
 for its first blocks for the length of the pass, so the blocks above the feature layer never run, when its blocks
