@@ -181,3 +181,23 @@ def test_class_gaussian_is_the_shrunk_per_class_density_and_needs_labels():
         fit_signature(x, "class_gaussian")
     with pytest.raises(ValueError, match=r"got 2 classes \(at most max_components=1\)"):
         fit_signature(x, "class_gaussian", max_components=1, labels=labels)
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+def test_stacked_signatures_score_every_task_in_one_pass_as_each_alone(covariance_type):
+    """Signatures with different numbers of components, padded and stacked: the same log-likelihoods as scoring
+    each task on its own (float64 exactly; float32 within its precision)."""
+    from hf_know.cluster_retrieval.signatures import StackedSignatures
+
+    tasks = task_stream(separation=4.0)
+    signatures = [
+        fit_signature(x.double(), "gmm", max_components=1 + i % 3, covariance_type=covariance_type)
+        for i, x in enumerate(tasks)
+    ]
+    assert len({s.weights.shape[0] for s in signatures}) == 3
+    x = torch.cat(tasks)[::7].double()
+    each = torch.stack([s.log_likelihood(x) for s in signatures], dim=-1)
+    torch.testing.assert_close(StackedSignatures.of(signatures, torch.float64).log_likelihood(x), each)
+    single = StackedSignatures.of(signatures).log_likelihood(x.float())
+    torch.testing.assert_close(single.double(), each, rtol=1e-5, atol=1e-3)
+    assert torch.equal(retrieve(x, signatures)[0], each.argmax(-1))

@@ -136,3 +136,21 @@ def test_efficientnet_routes_its_conv_adapters_from_the_block_below_them_in_one_
     assert found.tolist() == [0] * 6 + [1] * 6
     width = base.backbone._blocks[feature_layer]._expand_conv.get_base_layer().in_channels
     assert model.embed(pixel_values=x).shape == (12, width)  # the input of the block at the feature layer
+
+
+def test_routing_follows_a_replaced_or_reloaded_signature():
+    """The stacked signatures retrieval scores every forward with are rebuilt when a signature changes."""
+    model = bert_two_tasks(["classifier"], feature_layer=-1)
+    both = {k: torch.cat([A[k], B[k]]) for k in A}
+    before = model.retrieve(**both)[0]
+    assert before.tolist() == [0] * 8 + [1] * 8
+    a, b = model.signature("a"), model.signature("b")
+    swapped = [(s.weights.clone(), s.means.clone(), s.precision_cholesky.clone()) for s in (b, a)]
+    for name, (weights, means, precision) in zip(("a", "b"), swapped, strict=True):
+        model.set_signature(name, type(a)(weights, means, precision))
+    assert model.retrieve(**both)[0].tolist() == [1] * 8 + [0] * 8
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.set_signature("a", type(a)(*swapped[1]))  # both tasks now share one signature: ties go to task 0
+    assert model.retrieve(**both)[0].tolist() == [0] * 16
+    model.load_state_dict(state)  # in-place copies: the stack must notice
+    assert model.retrieve(**both)[0].tolist() == [1] * 8 + [0] * 8

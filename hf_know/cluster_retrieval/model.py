@@ -57,6 +57,8 @@ class ClusterRetrievalModel(TaskRouting, CheckedLoadMixin, BaseTuner):
         self._embedding_pass = False
         self._pass_hooks = []  # the single-pass routing hooks of the forward in progress
         self._prefix_running = False  # a shared-prefix hook is running the frozen blocks (`_route_in_pass`)
+        self._stacked_signatures: dict = {}  # adapter -> (buffer versions, StackedSignatures) (`_stacked`)
+        self._pass_points: dict = {}  # (adapter, feature_layer) -> where a forward routes itself (`_pass_point`)
         self._adapters_enabled = True
         self._autocast_adapter_dtype: dict[str, bool] = {}
         super().__init__(model, config, adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
@@ -98,6 +100,7 @@ class ClusterRetrievalModel(TaskRouting, CheckedLoadMixin, BaseTuner):
 
     def inject_adapter(self, model, adapter_name, *args, **kwargs) -> None:
         super().inject_adapter(model, adapter_name, *args, **kwargs)
+        self._pass_points.clear()  # adapted layers changed
         if self.cr_signatures is None:
             self.cr_signatures = nn.ModuleDict()
         self.cr_signatures[adapter_name] = nn.ModuleDict()
@@ -105,6 +108,7 @@ class ClusterRetrievalModel(TaskRouting, CheckedLoadMixin, BaseTuner):
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
+        self._pass_points.clear()
         del self.cr_signatures[adapter_name]
 
     def _enable_adapter_layers(self, enabled: bool = True) -> None:

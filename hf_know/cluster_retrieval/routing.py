@@ -28,7 +28,7 @@ from .embedding import (
     repeat_batch,
 )
 from .head import lda_scores
-from .signatures import retrieve
+from .signatures import StackedSignatures, TaskSignature, choose_tasks, retrieve
 
 
 class TaskRouting:
@@ -89,20 +89,33 @@ class TaskRouting:
     def _scores(self, adapter: str, fitted: list[int], features: list[torch.Tensor], space):
         """Retrieval among the `fitted` tasks from embeddings (one per task in `space`, or one frozen)."""
         config = self.peft_config[adapter]
-        signatures = [self.signature(config.task_names[i], adapter) for i in fitted]
-        found, scores = retrieve(
-            features if space else features[0],
-            signatures,
-            rule=config.retrieval_rule,
-            temperature=config.retrieval_temperature,
-            top_k=min(config.top_k, len(fitted)),
-        )
+        options = dict(rule=config.retrieval_rule, temperature=config.retrieval_temperature)
+        options["top_k"] = min(config.top_k, len(fitted))
+        if space is None and config.retrieval_rule != "nearest_centroid":  # every forward: one batched pass
+            found, scores = choose_tasks(
+                self._stacked(adapter, fitted, features[0].dtype).log_likelihood(features[0]), **options
+            )
+        else:
+            signatures = [self.signature(config.task_names[i], adapter) for i in fitted]
+            found, scores = retrieve(features if space else features[0], signatures, **options)
         index = torch.tensor(fitted, device=found.device)
         fill = 0.0 if config.retrieval_rule == "soft" else float("-inf")
         full = scores.new_full((scores.shape[0], len(config.task_names)), fill)
         full[:, index] = scores
         by_task = dict(zip(fitted, features, strict=True)) if space else {None: features[0]}
         return index[found], full, by_task
+
+    def _stacked(self, adapter: str, fitted: list[int], dtype: torch.dtype) -> StackedSignatures:
+        """The fitted tasks' signatures stacked for batched scoring, rebuilt only when a signature buffer changed
+        (`set_signature`, `load_state_dict` and `.to` all leave another version or storage)."""
+        slots = [self.cr_signatures[adapter][self.peft_config[adapter].task_names[i]] for i in fitted]
+        dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        key = (tuple(fitted), dtype, tuple((b.data_ptr(), b._version) for s in slots for b in s.buffers()))
+        cached = self._stacked_signatures.get(adapter)
+        if cached is None or cached[0] != key:
+            padded = [TaskSignature(s.weights, s.means, s.precision_cholesky) for s in slots]
+            cached = self._stacked_signatures[adapter] = (key, StackedSignatures.of(padded, dtype))
+        return cached[1]
 
     @torch.no_grad()
     def classify(self, *args, adapter_names=None, adapter_name: str | None = None, **inputs) -> torch.Tensor:
@@ -183,8 +196,15 @@ class TaskRouting:
         config = self.peft_config[adapter]
         if config.retrieval_space != "frozen_backbone":
             return None
+        key = (adapter, config.feature_layer)
+        if key not in self._pass_points:  # the model's structure is read once per adapter and feature layer
+            self._pass_points[key] = self._pass_point(adapter, config.feature_layer)
+        point = self._pass_points[key]
+        return None if point is None or (point[2] and not self._writes_no_cache(kwargs)) else point
+
+    def _pass_point(self, adapter: str, feature_layer: int) -> tuple[nn.Module, bool, list[nn.Module]] | None:
         _, _, blocks = block_stack(self.model)
-        layer = feature_block(len(blocks), config.feature_layer)
+        layer = feature_block(len(blocks), feature_layer)
         order = {module: i for i, (_, module) in enumerate(self.model.named_modules())}
         if layer < len(blocks):
             point, start = blocks[layer], order[blocks[layer]]
@@ -196,9 +216,7 @@ class TaskRouting:
         if min(adapted) >= start:
             return point, layer < len(blocks), []
         first = [i for i, block in enumerate(blocks) if order[block] <= min(adapted)]
-        if not first or not self._writes_no_cache(kwargs):
-            return None
-        return blocks[first[-1]], True, list(blocks[first[-1] : layer])
+        return (blocks[first[-1]], True, list(blocks[first[-1] : layer])) if first else None
 
     def _writes_no_cache(self, kwargs: dict) -> bool:
         """Whether a forward surely writes no generation cache, so that blocks may run twice."""

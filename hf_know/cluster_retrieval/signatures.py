@@ -69,6 +69,53 @@ class TaskSignature:
         return torch.cdist(features.to(self.means.dtype), self.means[used]).pow(2).min(dim=-1).values
 
 
+@dataclass
+class StackedSignatures:
+    """Several tasks' signatures as one batch of Gaussians, scored in a single pass (frozen-backbone retrieval at
+    every forward: one einsum instead of one per task). Each signature is padded to `K` components of weight 0.
+
+    Attributes:
+        log_weights: [m, K] log mixture weights (-inf for padding).
+        means: [m * K, D] component means.
+        precision_cholesky: [m * K, D] or [m * K, D, D], as in `TaskSignature`.
+    """
+
+    log_weights: torch.Tensor
+    means: torch.Tensor
+    precision_cholesky: torch.Tensor
+
+    @classmethod
+    def of(cls, signatures: list[TaskSignature], dtype: torch.dtype = torch.float32) -> StackedSignatures:
+        """Stack `signatures` (one precision layout, diagonal or full) in `dtype`, padding each to the largest K."""
+        k = max(s.weights.shape[0] for s in signatures)
+        layouts = {s.precision_cholesky.dim() for s in signatures}
+        if len(layouts) != 1:
+            raise ValueError("Cannot stack signatures that mix diagonal and full precisions.")
+
+        def padded(t: torch.Tensor, fill: float) -> torch.Tensor:
+            return torch.cat([t, t.new_full((k - t.shape[0], *t.shape[1:]), fill)]) if t.shape[0] < k else t
+
+        return cls(
+            torch.stack([padded(s.weights, 0.0) for s in signatures]).log().to(dtype),
+            torch.cat([padded(s.means, 0.0) for s in signatures]).to(dtype),
+            torch.cat([padded(s.precision_cholesky, 1.0) for s in signatures]).to(dtype),
+        )
+
+    def log_likelihood(self, features: torch.Tensor) -> torch.Tensor:
+        """log p(x | task) of each row of `features` [N, D] under every signature; returns [N, m]."""
+        _check_features(features, self.means.shape[-1], "features")
+        x = features.to(self.means.dtype)
+        diff = x[:, None, :] - self.means[None]  # [N, m * K, D]
+        if self.precision_cholesky.dim() == 2:
+            scaled = diff * self.precision_cholesky[None]
+            log_det = self.precision_cholesky.log().sum(-1)
+        else:
+            scaled = torch.einsum("nkd,kde->nke", diff, self.precision_cholesky)
+            log_det = torch.diagonal(self.precision_cholesky, dim1=-2, dim2=-1).log().sum(-1)
+        log_gauss = -0.5 * scaled.pow(2).sum(-1) + log_det - 0.5 * x.shape[-1] * math.log(2 * math.pi)
+        return torch.logsumexp(log_gauss.view(len(x), *self.log_weights.shape) + self.log_weights[None], dim=-1)
+
+
 def fit_signature(
     features: torch.Tensor,
     signature_type: Literal["dpgmm", "gmm", "kmeans", "centroid", "class_gaussian"] = "dpgmm",
@@ -189,12 +236,22 @@ def retrieve(
     if rule == "nearest_centroid":
         scores = torch.stack([-s.nearest_mean_distance(f) for s, f in zip(signatures, per_task, strict=True)], dim=-1)
         return scores.argmax(-1), scores
+    if isinstance(features, torch.Tensor) and len({s.precision_cholesky.dim() for s in signatures}) == 1:
+        dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+        return choose_tasks(StackedSignatures.of(signatures, dtype).log_likelihood(features), rule, temperature, top_k)
     scores = torch.stack([s.log_likelihood(f) for s, f in zip(signatures, per_task, strict=True)], dim=-1)
+    return choose_tasks(scores, rule, temperature, top_k)
+
+
+def choose_tasks(
+    scores: torch.Tensor, rule: Literal["max_loglik", "soft"] = "max_loglik", temperature: float = 1.0, top_k: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`retrieve`'s answer from the log-likelihoods [N, m] of each input under each task's signature."""
     if rule == "max_loglik":
         return scores.argmax(-1), scores
-    if temperature <= 0 or not 1 <= top_k <= len(signatures):
+    if temperature <= 0 or not 1 <= top_k <= scores.shape[-1]:
         raise ValueError(
-            f"soft retrieval needs temperature > 0 and 1 <= top_k <= {len(signatures)}, got {temperature}, {top_k}."
+            f"soft retrieval needs temperature > 0 and 1 <= top_k <= {scores.shape[-1]}, got {temperature}, {top_k}."
         )
     top = scores.topk(top_k, dim=-1)
     weights = torch.zeros_like(scores).scatter_(-1, top.indices, torch.softmax(top.values / temperature, dim=-1))
