@@ -16,6 +16,8 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 
 DIGIT_CLASSES = tuple(range(10))
+# The image datasets hf-know's scripts take (`dataset: ...`): display name and Hub dataset tag of each.
+IMAGE_DATASETS = {"digits": ("sklearn digits", "sklearn-digits"), "fashion_mnist": ("Fashion-MNIST", "fashion_mnist")}
 # Where `apt-get install dataset-fashion-mnist` puts the four gzipped IDX files (`dpkg -L dataset-fashion-mnist`).
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
@@ -95,6 +97,24 @@ def load_digits_dataset(
             for name, rows in split.items()
         }
     )
+
+
+def load_image_dataset(
+    dataset: str,
+    classes: Sequence[int],
+    image_size: int,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
+    seed: int = 0,
+    data_dir: str | os.PathLike = FASHION_MNIST_DIR,
+) -> DatasetDict:
+    """One of `IMAGE_DATASETS` restricted to `classes` (labels renumbered in that order), as `train` / `test`:
+    `load_fashion_mnist` or `load_digits_dataset` (whose test split is its 30% share, `test_per_class` unused)."""
+    if dataset == "fashion_mnist":
+        return load_fashion_mnist(classes, image_size, train_per_class, test_per_class, seed=seed, data_dir=data_dir)
+    if dataset == "digits":
+        return load_digits_dataset(classes, image_size, train_per_class, seed=seed)
+    raise ValueError(f"dataset={dataset!r}; expected one of {list(IMAGE_DATASETS)}.")
 
 
 def digits_task_stream(

@@ -126,5 +126,5 @@ def test_a_model_builder_fine_tunes_imagenet_efficientnet_on_fashion_mnist_and_i
 def test_model_builder_and_model_name_or_path_are_exclusive(tmp_path):
     with pytest.raises(ValueError, match="Set model_name_or_path or model_builder, not both"):
         project.ProjectArguments(model_name_or_path="x", model_builder="hf_know.backbones:efficientnet_lite0")
-    with pytest.raises(ValueError, match=r"dataset='cifar'; expected one of \('digits', 'fashion_mnist'\)"):
+    with pytest.raises(ValueError, match=r"dataset='cifar'; expected one of \['digits', 'fashion_mnist'\]"):
         project.ProjectArguments(dataset="cifar")

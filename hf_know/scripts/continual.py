@@ -5,8 +5,12 @@ hf-know continual --config configs/continual/digits.yaml
 accelerate launch --num_processes 2 --cpu trainers/continual.py --config configs/continual/tiny.yaml
 ```
 
-The stream is sklearn's digits split into groups of classes (`tasks`), on a ViT (built from the sizes below, or a
-pretrained one from `model_name_or_path`). After each task the adapter is evaluated on every task seen so far,
+The stream is an image dataset (sklearn's digits or Fashion-MNIST, `dataset`) split into groups of classes (`tasks`),
+on a ViT (built from the sizes below, or a pretrained image classifier from `model_name_or_path`) or any CNN a model
+builder makes (`model_builder: hf_know.backbones:efficientnet_lite0`, see `hf_know.backbones`). With
+`class_incremental` each task trains over its own classes only and an input is predicted among the classes of the
+task it is routed to (`configs/continual/fashion_mnist.yaml`, the recipe of `benchmarks/continual.py`). After each
+task the adapter is evaluated on every task seen so far,
 task-free (retrieval), with oracle task ids and for retrieval accuracy; `output_dir` receives the adapter (every
 task module and signature) and `metrics.json` with the three accuracy matrices and the continual-learning metrics
 (ACC, ACC-, forgetting, BWT, retrieval accuracy), written atomically. Every field of `ContinualArguments` and
@@ -22,29 +26,39 @@ from peft import get_peft_model
 from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification, set_seed
 from trl import TrlParser
 
+from ..backbones import load_model_builder
 from ..cli import ScriptTrainingArguments, parse
 from ..cluster_retrieval import ClusterRetrievalAdapterConfig
 from ..cluster_retrieval.card import continual_model_card
-from ..cluster_retrieval.stream import run_task_stream
+from ..cluster_retrieval.stream import run_task_stream, split_into_tasks
 from ..hub import push_folder
-from ..image_data import digits_task_stream
+from ..image_data import FASHION_MNIST_DIR, IMAGE_DATASETS, load_image_dataset
 from ..io import check_output_dir, claim_output_dir, save_output
 
 
 @dataclass
 class ContinualArguments:
-    """The stream (groups of digits, learnt in order, with one label space for all of them), the model (a pretrained
-    image classifier, or a ViT built from the sizes below) and the `ClusterRetrievalAdapterConfig` fields (see its
-    docstring)."""
+    """The stream (groups of classes of `dataset`, learnt in order, with one label space for all of them), the model
+    (a pretrained image classifier, a model builder, or a ViT built from the sizes below) and the
+    `ClusterRetrievalAdapterConfig` fields (see its docstring)."""
 
+    dataset: str = field(default="digits", metadata={"help": f"One of {list(IMAGE_DATASETS)}."})
+    data_dir: str = field(default=str(FASHION_MNIST_DIR), metadata={"help": "Fashion-MNIST's IDX files."})
     tasks: list[list[int]] = field(
-        default_factory=lambda: [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]], metadata={"help": "Digit groups."}
+        default_factory=lambda: [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]], metadata={"help": "Class groups."}
     )
     train_per_class: int | None = field(default=None, metadata={"help": "Training images per class (all if unset)."})
+    test_per_class: int | None = field(default=None, metadata={"help": "Fashion-MNIST test images per class."})
     image_size: int = field(default=8, metadata={"help": "Side of the images."})
     data_seed_split: int = field(default=0, metadata={"help": "Seed of the stratified train/test split."})
+    class_incremental: bool = field(
+        default=False, metadata={"help": "Train each task over its own classes, predict among the routed task's."}
+    )
 
     model_name_or_path: str | None = field(default=None, metadata={"help": "Local folder or Hub id."})
+    model_builder: str | None = field(
+        default=None, metadata={"help": "package.module:function building an nn.Module (num_labels, image_size)."}
+    )
     hidden_size: int = field(default=64, metadata={"help": "ViT width."})
     num_hidden_layers: int = field(default=2, metadata={"help": "ViT depth."})
     patch_size: int = field(default=2, metadata={"help": "ViT patch side."})
@@ -57,11 +71,19 @@ class ContinualArguments:
     composition: str = field(default="learned", metadata={"help": "'learned', 'sum' or 'none'."})
     ortho_lambda: float = field(default=0.1, metadata={"help": "Orthogonality penalty weight."})
     ortho_mode: str = field(default="penalty", metadata={"help": "'penalty' or 'projection'."})
-    signature_type: str = field(default="dpgmm", metadata={"help": "'dpgmm', 'gmm', 'kmeans' or 'centroid'."})
+    signature_type: str = field(
+        default="dpgmm", metadata={"help": "'dpgmm', 'gmm', 'kmeans', 'centroid' or 'class_gaussian'."}
+    )
     max_components: int = field(default=10, metadata={"help": "Components per signature."})
     retrieval_space: str = field(default="task_adapted", metadata={"help": "'task_adapted' or 'frozen_backbone'."})
     feature_layer: int = field(default=-1, metadata={"help": "Hidden state pooled into the embedding."})
     pooling: str = field(default="mean", metadata={"help": "'cls', 'mean' or 'last_token'."})
+
+    def __post_init__(self):
+        if self.dataset not in IMAGE_DATASETS:
+            raise ValueError(f"dataset={self.dataset!r}; expected one of {list(IMAGE_DATASETS)}.")
+        if self.model_builder and self.model_name_or_path:
+            raise ValueError("Set model_name_or_path or model_builder, not both: they are two ways to get the model.")
 
 
 @dataclass
@@ -92,6 +114,8 @@ def adapter_config_fields(args: ContinualArguments) -> dict:
 
 
 def build_model(script_args: ContinualArguments, num_labels: int):
+    if script_args.model_builder:
+        return load_model_builder(script_args.model_builder)(num_labels=num_labels, image_size=script_args.image_size)
     if script_args.model_name_or_path:
         return AutoModelForImageClassification.from_pretrained(
             script_args.model_name_or_path, num_labels=num_labels, ignore_mismatched_sizes=True
@@ -122,19 +146,27 @@ def main(script_args: ContinualArguments, training_args: TrainingArguments) -> d
     if push and not hub_model_id:
         raise ValueError("push_to_hub is set but hub_model_id is not: name the Hub repo to push to.")
     training_args = dataclasses.replace(training_args, push_to_hub=False)
-    stream = digits_task_stream(
-        script_args.tasks, script_args.image_size, script_args.train_per_class, seed=script_args.data_seed_split
+    groups = script_args.tasks
+    data = load_image_dataset(
+        script_args.dataset,
+        [c for group in groups for c in group],
+        script_args.image_size,
+        script_args.train_per_class,
+        script_args.test_per_class,
+        seed=script_args.data_seed_split,
+        data_dir=script_args.data_dir,
     )
+    stream = split_into_tasks(data, [len(group) for group in groups])
     num_labels = sum(len(group) for group in script_args.tasks)
     set_seed(training_args.seed)  # a from-scratch base is reproducible from the seed
     base = build_model(script_args, num_labels)
     model = get_peft_model(base, ClusterRetrievalAdapterConfig(**adapter_config_fields(script_args)))
     tasks = [
-        ("digits_" + "_".join(map(str, group)), data["train"], data["test"])
-        for group, data in zip(script_args.tasks, stream, strict=True)
+        (f"{script_args.dataset}_" + "_".join(map(str, group)), task["train"], task["test"])
+        for group, task in zip(groups, stream, strict=True)
     ]
     claim_output_dir(training_args.output_dir, **output)  # what the Trainer writes there is this run's
-    result = run_task_stream(model, tasks, training_args)
+    result = run_task_stream(model, tasks, training_args, class_incremental=script_args.class_incremental)
     metrics = {**result.metrics(), **dataclasses.asdict(result)}
     if training_args.process_index == 0:
         save_output(training_args.output_dir, model=model, metrics=metrics, **output)
@@ -144,8 +176,8 @@ def main(script_args: ContinualArguments, training_args: TrainingArguments) -> d
                 tasks=result.task_names,
                 config=adapter_config_fields(script_args),
                 metrics=metrics,
-                base_model=script_args.model_name_or_path or "a ViT built from a config",
-                dataset_tags=("sklearn-digits",),
+                base_model=script_args.model_name_or_path or script_args.model_builder or "a ViT built from a config",
+                dataset_tags=(IMAGE_DATASETS[script_args.dataset][1],),
                 tags=("image-classification",),
             )
             push_folder(training_args.output_dir, hub_model_id, card, token=training_args.hub_token)

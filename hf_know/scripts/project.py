@@ -27,15 +27,11 @@ from trl import TrlParser
 from ..backbones import load_model_builder
 from ..cli import ScriptTrainingArguments, parse
 from ..hub import push_folder
-from ..image_data import FASHION_MNIST_DIR, load_digits_dataset, load_fashion_mnist
+from ..image_data import FASHION_MNIST_DIR, IMAGE_DATASETS, load_image_dataset
 from ..io import check_output_dir, claim_output_dir, save_output
 from ..metrics import classification_accuracy
 from ..projection.card import projection_model_card
 from ..projection.recipes import METHODS, apply_method, prepare_full_finetuning
-
-DATASETS = ("digits", "fashion_mnist")
-DATASET_NAMES = {"digits": "sklearn digits", "fashion_mnist": "Fashion-MNIST"}
-DATASET_TAGS = {"digits": "sklearn-digits", "fashion_mnist": "fashion_mnist"}
 
 
 @dataclass
@@ -44,7 +40,7 @@ class ProjectArguments:
     pretrained image classifier, a model builder, or a transformers ResNet built from the sizes below) and how to
     fine-tune it (see `hf_know.projection.recipes.apply_method`)."""
 
-    dataset: str = field(default="digits", metadata={"help": f"One of {DATASETS}."})
+    dataset: str = field(default="digits", metadata={"help": f"One of {list(IMAGE_DATASETS)}."})
     data_dir: str = field(default=str(FASHION_MNIST_DIR), metadata={"help": "Fashion-MNIST's IDX files."})
     classes: list[int] = field(default_factory=lambda: list(range(10)), metadata={"help": "Class ids to keep."})
     train_per_class: int | None = field(default=None, metadata={"help": "Training images per class (all if unset)."})
@@ -71,8 +67,8 @@ class ProjectArguments:
     full_learning_rate: float = field(default=1e-3, metadata={"help": "projection_then_full: stage-2 LR."})
 
     def __post_init__(self):
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset={self.dataset!r}; expected one of {DATASETS}.")
+        if self.dataset not in IMAGE_DATASETS:
+            raise ValueError(f"dataset={self.dataset!r}; expected one of {list(IMAGE_DATASETS)}.")
         if self.model_builder and self.model_name_or_path:
             raise ValueError("Set model_name_or_path or model_builder, not both: they are two ways to get the model.")
 
@@ -82,21 +78,6 @@ class TrainingArguments(ScriptTrainingArguments):
     """`transformers.TrainingArguments` with defaults for small CPU runs."""
 
     output_dir: str = field(default="outputs/project", metadata={"help": "Where the result is written."})
-
-
-def load_data(script_args: ProjectArguments):
-    if script_args.dataset == "fashion_mnist":
-        return load_fashion_mnist(
-            script_args.classes,
-            script_args.image_size,
-            script_args.train_per_class,
-            script_args.test_per_class,
-            seed=script_args.data_seed_split,
-            data_dir=script_args.data_dir,
-        )
-    return load_digits_dataset(
-        script_args.classes, script_args.image_size, script_args.train_per_class, seed=script_args.data_seed_split
-    )
 
 
 def build_model(script_args: ProjectArguments, num_labels: int):
@@ -144,7 +125,15 @@ def main(script_args: ProjectArguments, training_args: TrainingArguments) -> dic
             f"method={script_args.method!r} adapts a pretrained model: set model_name_or_path (a folder or Hub id) "
             "or model_builder, or use method='full' to train from scratch."
         )
-    data = load_data(script_args)
+    data = load_image_dataset(
+        script_args.dataset,
+        script_args.classes,
+        script_args.image_size,
+        script_args.train_per_class,
+        script_args.test_per_class,
+        seed=script_args.data_seed_split,
+        data_dir=script_args.data_dir,
+    )
     push, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
     if push and not hub_model_id:
         raise ValueError("push_to_hub is set but hub_model_id is not: name the Hub repo to push to.")
@@ -185,9 +174,9 @@ def main(script_args: ProjectArguments, training_args: TrainingArguments) -> dic
                 num_labels=len(script_args.classes),
                 image_size=script_args.image_size,
                 head=script_args.head,
-                dataset=f"{DATASET_NAMES[script_args.dataset]} {script_args.classes}, "
+                dataset=f"{IMAGE_DATASETS[script_args.dataset][0]} {script_args.classes}, "
                 f"{script_args.train_per_class or 'all'} per class",
-                dataset_tags=(DATASET_TAGS[script_args.dataset],),
+                dataset_tags=(IMAGE_DATASETS[script_args.dataset][1],),
             )
             push_folder(training_args.output_dir, hub_model_id, card, token=training_args.hub_token)
     return metrics
