@@ -116,7 +116,7 @@ SCALES = {
         "seeds": (0, 1, 2),
         "fashion_mnist": {"train_per_class": 300, "test_per_class": 200},
         "digits": {},
-        "brown": {"train_per_class": 150, "test_per_class": 60},
+        "brown": {"train_per_class": 100, "test_per_class": 60},
         "tinyllm": {"train_per_class": 150, "test_per_class": 60},
     },
     "smoke": {

@@ -205,6 +205,20 @@ def test_projection_mode_makes_new_rows_exactly_orthogonal():
     assert (layer._task_A("default", 2) @ torch.cat([a["a"], a["b"]]).T).abs().max() < 1e-5
 
 
+LM_PROMPTS = {"a": batch(0, 30, n=4, length=6), "b": batch(30, 64, n=4, length=6)}
+
+
+def two_task_lm(**config):
+    """A tiny decoder LM with tasks "a" and "b" (prompts `LM_PROMPTS`), last-token pooling, in eval mode."""
+    torch.manual_seed(0)
+    lm = get_peft_model(tiny_llama(), hf_know.ClusterRetrievalAdapterConfig(r=4, pooling="last_token", **config))
+    for name, inputs in LM_PROMPTS.items():
+        lm.add_task(name)
+        perturb_trainable(lm)
+        lm.fit_signature(name, [inputs])
+    return lm.eval()
+
+
 def test_vit_and_decoder_lm_with_last_token_pooling():
     vit = get_peft_model(tiny_vit(), hf_know.ClusterRetrievalAdapterConfig(target_modules=["q_proj", "v_proj"], r=4))
     images = {"a": torch.randn(6, 1, 8, 8) + 2, "b": torch.randn(6, 1, 8, 8) - 2}
@@ -213,16 +227,10 @@ def test_vit_and_decoder_lm_with_last_token_pooling():
         perturb_trainable(vit)
         vit.fit_signature(name, [{"pixel_values": pixels}])
     assert vit.eval().retrieve(pixel_values=torch.cat(list(images.values())))[0].tolist() == [0] * 6 + [1] * 6
-    lm = get_peft_model(tiny_llama(), hf_know.ClusterRetrievalAdapterConfig(r=4, pooling="last_token"))
-    prompts = {"a": batch(0, 30, n=4, length=6), "b": batch(30, 64, n=4, length=6)}
-    for name, inputs in prompts.items():
-        lm.add_task(name)
-        perturb_trainable(lm)
-        lm.fit_signature(name, [inputs])
-    lm.eval()
-    assert lm.retrieve(**prompts["b"])[0].tolist() == [1] * 4
-    generated = lm.generate(**prompts["b"], max_new_tokens=3, do_sample=False)
-    oracle = lm.generate(**prompts["b"], max_new_tokens=3, do_sample=False, adapter_names=[1] * 4)
+    lm = two_task_lm()
+    assert lm.retrieve(**LM_PROMPTS["b"])[0].tolist() == [1] * 4
+    generated = lm.generate(**LM_PROMPTS["b"], max_new_tokens=3, do_sample=False)
+    oracle = lm.generate(**LM_PROMPTS["b"], max_new_tokens=3, do_sample=False, adapter_names=[1] * 4)
     assert torch.equal(generated, oracle)
 
 

@@ -8,9 +8,9 @@ from torch import nn
 
 import hf_know
 from hf_know.backbones import efficientnet_lite0
-from hf_know.testing import tiny_bert, tiny_llama
+from hf_know.testing import tiny_bert
 
-from .test_cluster_retrieval_model import A, B, batch, perturb_trainable
+from .test_cluster_retrieval_model import LM_PROMPTS, A, B, batch, perturb_trainable, two_task_lm
 
 
 def counting(module: nn.Module) -> list:
@@ -70,15 +70,8 @@ def test_adapted_blocks_below_the_feature_layer_share_the_forwards_prefix(target
 
 
 def test_a_forward_that_writes_a_generation_cache_embeds_in_a_separate_pass():
-    torch.manual_seed(0)
-    config = hf_know.ClusterRetrievalAdapterConfig(r=4, pooling="last_token", retrieval_space="frozen_backbone")
-    lm = get_peft_model(tiny_llama(), config)  # q/v of every layer: below the last layer's output
-    prompts = {"a": batch(0, 30, n=4, length=6), "b": batch(30, 64, n=4, length=6)}
-    for name, inputs in prompts.items():
-        lm.add_task(name)
-        perturb_trainable(lm)
-        lm.fit_signature(name, [inputs])
-    lm.eval()
+    lm = two_task_lm(retrieval_space="frozen_backbone")  # q/v of every layer: below the last layer's output
+    prompts = LM_PROMPTS
     embeddings = counting(lm.base_model.model.model.embed_tokens)
     with torch.no_grad():
         cached = lm(**prompts["b"]).logits  # use_cache: the blocks must not run twice into the cache

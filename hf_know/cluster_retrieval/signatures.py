@@ -51,15 +51,7 @@ class TaskSignature:
     def log_likelihood(self, features: torch.Tensor) -> torch.Tensor:
         """log p(x | task) for each row of `features` [N, D]; returns [N]."""
         _check_features(features, self.feature_dim, "features")
-        x = features.to(self.means.dtype)
-        diff = x[:, None, :] - self.means[None]  # [N, K, D]
-        if self.precision_cholesky.dim() == 2:
-            scaled = diff * self.precision_cholesky[None]
-            log_det = self.precision_cholesky.log().sum(-1)
-        else:
-            scaled = torch.einsum("nkd,kde->nke", diff, self.precision_cholesky)
-            log_det = torch.diagonal(self.precision_cholesky, dim1=-2, dim2=-1).log().sum(-1)
-        log_gauss = -0.5 * scaled.pow(2).sum(-1) + log_det - 0.5 * self.feature_dim * math.log(2 * math.pi)
+        log_gauss = _log_gaussians(features, self.means, self.precision_cholesky)
         return torch.logsumexp(log_gauss + self.weights.log()[None], dim=-1)
 
     def nearest_mean_distance(self, features: torch.Tensor) -> torch.Tensor:
@@ -104,16 +96,21 @@ class StackedSignatures:
     def log_likelihood(self, features: torch.Tensor) -> torch.Tensor:
         """log p(x | task) of each row of `features` [N, D] under every signature; returns [N, m]."""
         _check_features(features, self.means.shape[-1], "features")
-        x = features.to(self.means.dtype)
-        diff = x[:, None, :] - self.means[None]  # [N, m * K, D]
-        if self.precision_cholesky.dim() == 2:
-            scaled = diff * self.precision_cholesky[None]
-            log_det = self.precision_cholesky.log().sum(-1)
-        else:
-            scaled = torch.einsum("nkd,kde->nke", diff, self.precision_cholesky)
-            log_det = torch.diagonal(self.precision_cholesky, dim1=-2, dim2=-1).log().sum(-1)
-        log_gauss = -0.5 * scaled.pow(2).sum(-1) + log_det - 0.5 * x.shape[-1] * math.log(2 * math.pi)
-        return torch.logsumexp(log_gauss.view(len(x), *self.log_weights.shape) + self.log_weights[None], dim=-1)
+        log_gauss = _log_gaussians(features, self.means, self.precision_cholesky)  # [N, m * K]
+        return torch.logsumexp(log_gauss.view(len(features), *self.log_weights.shape) + self.log_weights[None], -1)
+
+
+def _log_gaussians(features: torch.Tensor, means: torch.Tensor, precision_cholesky: torch.Tensor) -> torch.Tensor:
+    """log N(x | mean_k, precision_k) of each row of `features` [N, D] under each component; returns [N, K]."""
+    x = features.to(means.dtype)
+    diff = x[:, None, :] - means[None]  # [N, K, D]
+    if precision_cholesky.dim() == 2:
+        scaled = diff * precision_cholesky[None]
+        log_det = precision_cholesky.log().sum(-1)
+    else:
+        scaled = torch.einsum("nkd,kde->nke", diff, precision_cholesky)
+        log_det = torch.diagonal(precision_cholesky, dim1=-2, dim2=-1).log().sum(-1)
+    return -0.5 * scaled.pow(2).sum(-1) + log_det - 0.5 * x.shape[-1] * math.log(2 * math.pi)
 
 
 def fit_signature(
