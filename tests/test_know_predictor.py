@@ -117,6 +117,51 @@ def test_batchnorm_copied_by_default_and_reset_on_request(tmp_path):
     AutoModelForImageClassification.from_pretrained(reset_dir)
 
 
+def adapter_trajectory(root, model, n=5):
+    """`n` adapter checkpoints of a PEFT `model` whose trainable tensors move along a straight line (smallest data
+    first, the last one at the adapter's initial values)."""
+    torch.manual_seed(0)
+    trainable = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+    direction = {k: torch.randn_like(v) * 0.01 for k, v in trainable.items()}
+    folders = []
+    for i in range(n):
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name in trainable:
+                    param.copy_(trainable[name] + (i - (n - 1)) * direction[name])
+        model.save_pretrained(root / f"session-{n - 1 - i}")
+        folders.append(root / f"session-{n - 1 - i}")
+    return folders, trainable, direction
+
+
+@pytest.mark.parametrize("method", ["lora", "projection"])
+def test_adapter_trajectories_predict_an_adapter_peft_loads(tmp_path, method):
+    """KNOW on PEFT adapters: LoRA factors and projection γ (2-D) are extrapolated, the saved head's bias too; the
+    output is one adapter_model.safetensors with the adapter's config, and `PeftModel.from_pretrained` loads it."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from hf_know import ProjectionConfig
+    from hf_know.testing import tiny_cnn
+
+    if method == "lora":
+        make = tiny_bert
+        config = LoraConfig(
+            r=2, target_modules=["query", "value"], init_lora_weights=False, modules_to_save=["classifier"]
+        )
+    else:
+        make = tiny_cnn
+        config = ProjectionConfig(modules_to_save=["head"])
+    folders, trainable, direction = adapter_trajectory(tmp_path, get_peft_model(make(), config))
+    out = KnowPredictor().predict(folders, STEPS, tmp_path / "out", predictor="task_vector", max_shard_size=100)
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["adapter_model.safetensors"]
+    record = json.loads((out / PREDICTION_FILE).read_text())
+    assert record["tensors"]["predict"] == len(trainable) and record["tensors"]["copy"] == 0
+    loaded = dict(PeftModel.from_pretrained(make(), out).named_parameters())
+    for name, value in trainable.items():  # the same names: both adapters are called "default"
+        torch.testing.assert_close(loaded[name].detach(), value + STEPS * direction[name], atol=1e-5, rtol=1e-4)
+    assert any("lora_" in name or "projection_gamma" in name for name in trainable)
+
+
 def test_exclude_copies_matching_tensors(tmp_path, bert_trajectory):
     folders, state, _ = bert_trajectory
     out = KnowPredictor().predict(folders, 1, tmp_path / "out", predictor="linear", exclude=["classifier.*"])

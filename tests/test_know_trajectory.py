@@ -2,10 +2,12 @@
 
 import itertools
 import json
+from pathlib import Path
 
 import datasets
 import pytest
 import torch
+from torch import nn
 from huggingface_hub import HfApi
 from safetensors.torch import load_file
 from transformers import TrainerCallback, TrainingArguments
@@ -153,3 +155,55 @@ def test_sessions_on_hub_branches_and_resume_from_the_hub(tmp_path, hub):
     )
     a, b = weights(tmp_path / "t" / "session-2"), weights(tmp_path / "elsewhere" / "session-2")
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def image_dataset(n=32):
+    generator = torch.Generator().manual_seed(2)
+    images = torch.randn(n, 1, 8, 8, generator=generator)
+    return datasets.Dataset.from_dict(
+        {"pixel_values": images.tolist(), "labels": (images.mean(dim=(1, 2, 3)) > 0).long().tolist()}
+    ).with_format("torch")
+
+
+def test_peft_and_plain_module_trajectories_save_only_what_trains_and_resume(tmp_path):
+    """A PEFT model's sessions are adapters (LoRA A/B and the saved head), a plain module's are model.safetensors;
+    an interrupted run resumes from the saved adapter, not from the frozen base."""
+    from peft import LoraConfig, get_peft_model
+
+    from hf_know.backbones import ImageClassifier
+    from hf_know.know.trajectory import load_session
+
+    config = LoraConfig(r=2, target_modules=["query", "value"], modules_to_save=["classifier"])
+    torch.manual_seed(0)
+    model = get_peft_model(tiny_bert(), config)
+    base = {k: v.clone() for k, v in model.base_model.model.bert.state_dict().items() if "lora" not in k}
+    with pytest.raises(KeyboardInterrupt):
+        collect_trajectory(
+            model, text_dataset(), arguments(tmp_path), tmp_path / "lora", num_sessions=3, callbacks=[Interrupt(12)]
+        )
+    torch.manual_seed(0)
+    fresh = get_peft_model(tiny_bert(), config)
+    checkpoints = collect_trajectory(fresh, text_dataset(), arguments(tmp_path), tmp_path / "lora", num_sessions=3)
+    for folder in checkpoints:
+        saved = load_file(f"{folder}/adapter_model.safetensors")
+        assert saved and all("lora_" in k or "classifier" in k for k in saved)
+        assert not (Path(folder) / "model.safetensors").exists()
+    torch.manual_seed(0)
+    straight = collect_trajectory(
+        get_peft_model(tiny_bert(), config), text_dataset(), arguments(tmp_path), tmp_path / "straight", num_sessions=3
+    )
+    resumed, uninterrupted = (load_file(f"{c[0]}/adapter_model.safetensors") for c in (checkpoints, straight))
+    assert all(torch.allclose(resumed[k], uninterrupted[k], atol=1e-6) for k in resumed)
+    first = load_file(f"{checkpoints[1]}/adapter_model.safetensors")
+    assert any(not torch.equal(first[k], resumed[k]) for k in first)
+    load_session(fresh, checkpoints[1])
+    assert all(torch.equal(v, first[k]) for k, v in fresh.state_dict().items() if k in first)
+
+    torch.manual_seed(0)
+    classifier = ImageClassifier(nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()), 4, 2, 1)
+    checkpoints = collect_trajectory(
+        classifier, image_dataset(), arguments(tmp_path), tmp_path / "plain", num_sessions=3
+    )
+    saved = load_file(f"{checkpoints[0]}/model.safetensors")
+    assert set(saved) == set(classifier.state_dict())
+    assert all(torch.equal(saved[k], v) for k, v in classifier.state_dict().items())  # the last session is session 2

@@ -32,6 +32,8 @@ from transformers.utils.hub import convert_file_size_to_int
 from ..hub import check_local_or_repo_id, pull
 
 SAFETENSORS_FILE = "model.safetensors"
+# A PEFT adapter checkpoint's weights (never sharded: PEFT reads this one file).
+ADAPTER_FILE = "adapter_model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PICKLE_FILE = "pytorch_model.bin"
 PICKLE_INDEX = "pytorch_model.bin.index.json"
@@ -165,7 +167,8 @@ class CheckpointReader:
     """The tensors of one checkpoint folder, read a flat slice at a time.
 
     Args:
-        checkpoint: the folder (`model.safetensors`, or shards with `model.safetensors.index.json`).
+        checkpoint: the folder (`model.safetensors`, shards with `model.safetensors.index.json`, or a PEFT adapter's
+            `adapter_model.safetensors`).
         allow_pickle: read a folder holding only `pytorch_model*.bin`, with `torch.load(weights_only=True)`.
     """
 
@@ -175,6 +178,8 @@ class CheckpointReader:
         self._state_dict = None
         self._fds: dict[Path, int] = {}
         files = self._weight_files(folder, SAFETENSORS_FILE, SAFETENSORS_INDEX)
+        self.is_adapter = not files and (folder / ADAPTER_FILE).is_file()
+        files = files or ([folder / ADAPTER_FILE] if self.is_adapter else [])
         if files:
             self.tensors: dict[str, TensorInfo] = {}
             for file in files:
@@ -183,8 +188,8 @@ class CheckpointReader:
         pickles = self._weight_files(folder, PICKLE_FILE, PICKLE_INDEX)
         if not pickles:
             raise ValueError(
-                f"Checkpoint {checkpoint.label!r} ({folder}) holds no {SAFETENSORS_FILE}, {SAFETENSORS_INDEX} or "
-                "pickle weights."
+                f"Checkpoint {checkpoint.label!r} ({folder}) holds no {SAFETENSORS_FILE}, {SAFETENSORS_INDEX}, "
+                f"{ADAPTER_FILE} or pickle weights."
             )
         if not allow_pickle:
             raise ValueError(
@@ -304,14 +309,21 @@ class ShardedCheckpointWriter:
 
     Use `write(chunk)` repeatedly for each tensor of `shards`, in order; `close()` checks that every tensor was
     written in full and writes the index. The files are standard: `safetensors`, `transformers` and PEFT read them.
+    `filename` names the file of an unsharded checkpoint (`ADAPTER_FILE` for a PEFT adapter).
     """
 
-    def __init__(self, folder: Path, shards: list[list[OutputTensor]], metadata: dict[str, str] | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        shards: list[list[OutputTensor]],
+        metadata: dict[str, str] | None = None,
+        filename: str = SAFETENSORS_FILE,
+    ):
         self.folder = folder
         self.shards = shards
         self.metadata = {"format": "pt", **(metadata or {})}
         if len(shards) == 1:
-            self.filenames = [SAFETENSORS_FILE]
+            self.filenames = [filename]
         else:
             self.filenames = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
         self._queue: Iterator[tuple[int, OutputTensor]] = iter(

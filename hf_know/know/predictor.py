@@ -5,7 +5,8 @@
     model = AutoModel.from_pretrained("know-x8")
 
 Checkpoints are read tensor by tensor, a chunk of elements at a time, and the result is streamed into a standard
-(sharded) safetensors folder, so memory does not grow with model size.
+(sharded) safetensors folder, so memory does not grow with model size. A trajectory of PEFT adapters (a PEFT model's
+`collect_trajectory`) gives an adapter that `PeftModel.from_pretrained` loads.
 
 One module of about 360 lines: resolving the trajectory, planning the tensors and the streamed prediction are the
 three steps of `predict` and share its validated options; each step is a function of its own.
@@ -30,6 +31,7 @@ from transformers.utils import logging
 from ..hub import check_local_or_repo_id, push_folder, render_model_card
 from ..io import OUTPUT_MARKER, atomic_output_dir, check_output_dir
 from .checkpoints import (
+    ADAPTER_FILE,
     WEIGHT_SUFFIXES,
     CheckpointReader,
     OutputTensor,
@@ -54,15 +56,20 @@ NORM_BUFFER_RESET = {"running_mean": 0.0, "running_var": 1.0, "num_batches_track
 SKIPPED_FILES = ("README.md", ".gitattributes", SESSION_FILE, PREDICTION_FILE, OUTPUT_MARKER)
 
 
-def tensor_role(name: str, shape: tuple[int, ...], dtype: torch.dtype, shapes: dict[str, tuple[int, ...]]) -> str:
+def tensor_role(
+    name: str, shape: tuple[int, ...], dtype: torch.dtype, shapes: dict[str, tuple[int, ...]], adapter: bool = False
+) -> str:
     """`"predict"` for the weights of conv / linear / embedding layers (floating `*.weight` of 2+ dimensions) and
-    their biases; `"norm"` for 1-D weights and their biases (normalisation layers) and norm buffers; `"copy"` for
-    everything else (position ids, class tokens, ...)."""
+    their biases, and in a PEFT adapter for every floating tensor of 2+ dimensions (LoRA factors, projection γ);
+    `"norm"` for 1-D weights and their biases (normalisation layers) and norm buffers; `"copy"` for everything else
+    (position ids, class tokens, ...)."""
     stem, _, leaf = name.rpartition(".")
     if leaf in NORM_BUFFER_RESET:
         return "norm"
     if not dtype.is_floating_point:
         return "copy"
+    if adapter and len(shape) >= 2:
+        return "predict"
     weight_shape = shape if leaf == "weight" else shapes.get(f"{stem}.weight") if leaf == "bias" else None
     if weight_shape is None:
         return "copy"
@@ -123,7 +130,8 @@ class KnowPredictor:
         Args:
             checkpoints: the trajectory, **ordered from the smallest data to the full data**:
                 `[Θ_{S-1}, ..., Θ_1, Θ_0]`, the reverse of the order the forgetting sessions ran in. Each is a local
-                folder, a Hub repo id, or `"repo_id@revision"`. Checkpoints written by `collect_trajectory` record
+                folder, a Hub repo id, or `"repo_id@revision"`: a model checkpoint, or a PEFT adapter (every floating
+                tensor of 2+ dimensions of an adapter is predicted: LoRA factors, projection γ). Checkpoints written by `collect_trajectory` record
                 their subset size, and a list in the wrong order is refused.
             steps: extrapolation steps; step `k` stands for `(1/r)^k` times the full data (x2 / x4 / x8 at r = 0.5).
             output_dir: the result, written atomically (nothing is left behind on error). It may not be, contain
@@ -137,7 +145,8 @@ class KnowPredictor:
             shrink: per-kind factors of `predictor="shrink"`.
             allow_pickle: read checkpoints that only hold `pytorch_model*.bin`, with `torch.load(weights_only=True)`.
             chunk_size: elements of one tensor read at a time from each checkpoint (bounds memory).
-            max_shard_size: largest safetensors shard written, as `transformers` `save_pretrained` takes it.
+            max_shard_size: largest safetensors shard written, as `transformers` `save_pretrained` takes it (an
+                adapter is written as the one file PEFT reads).
             device: where the extrapolation runs (`"cuda"` for a GPU): each chunk of the trajectory is moved there,
                 predicted (KNOWN in batches) and written back, so device memory holds one chunk at a time.
             dtype: the extrapolation's compute precision, `float32` or `float64` (values are read in their own dtype
@@ -213,7 +222,7 @@ def _tensor_roles(full: CheckpointReader, exclude: Sequence[str]) -> dict[str, s
     shapes = {name: info.shape for name, info in full.tensors.items()}
     roles = {}
     for name, info in full.tensors.items():
-        role = tensor_role(name, info.shape, info.dtype, shapes)
+        role = tensor_role(name, info.shape, info.dtype, shapes, full.is_adapter)
         excluded = role == "predict" and any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)
         roles[name] = "copy" if excluded else role
     return roles
@@ -226,7 +235,10 @@ def _write_weights(folder, readers, roles, extrapolator, record, chunk_size, max
     used = readers[-extrapolator.reads(len(readers)) :]
     outputs = [OutputTensor(name, info.dtype, info.shape) for name, info in full.tensors.items()]
     metadata = {"hf_know": json.dumps({"predictor": record["predictor"], "steps": record["steps"]})}
-    writer = ShardedCheckpointWriter(folder, plan_shards(outputs, max_shard_size), metadata)
+    if full.is_adapter:  # one adapter_model.safetensors, the only layout PEFT loads
+        writer = ShardedCheckpointWriter(folder, [outputs], metadata, ADAPTER_FILE)
+    else:
+        writer = ShardedCheckpointWriter(folder, plan_shards(outputs, max_shard_size), metadata)
     progress = tqdm(full.tensors.items(), desc=f"KNOW {record['predictor']} x{record['steps']}", unit="tensor")
     for name, info in progress:
         writer.begin(name)

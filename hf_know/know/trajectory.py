@@ -2,8 +2,10 @@
 
 Session 0 trains on the full dataset D0 (or takes the given model as Θ0); session k fine-tunes the previous
 session's weights on D_k, the first `round(r^k |D0|)` examples of one fixed seeded shuffle, so D0 ⊃ D1 ⊃ ... Each
-session ends with one standard checkpoint (`save_pretrained`), a local folder `session-k`, and optionally a branch
-`session-k` of one Hub repo, so the trajectory on the Hub is a repo id plus revisions.
+session ends with one standard checkpoint, a local folder `session-k`, and optionally a branch `session-k` of one Hub
+repo, so the trajectory on the Hub is a repo id plus revisions. A checkpoint is what the model's own `save_pretrained`
+writes (a `transformers` model's folder; a PEFT model's adapter, so the trajectory is one of adapters), or
+`model.safetensors` for any other `nn.Module`.
 
 The paper leaves the per-session epochs and learning rate open (arXiv 2508.05059). By default every session uses
 the `TrainingArguments`' epochs and learning rate, so a session's cost is proportional to its subset and the whole
@@ -21,11 +23,16 @@ from pathlib import Path
 
 from accelerate import PartialState
 from huggingface_hub import HfApi
+from peft import PeftModel, set_peft_model_state_dict
+from peft.utils import load_peft_weights
+from safetensors.torch import load_model, save_model
+from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.utils import logging
 
 from ..hub import pull, push_folder
 from ..io import atomic_output_dir, check_output_dir
+from .checkpoints import SAFETENSORS_FILE
 
 logger = logging.get_logger(__name__)
 
@@ -73,7 +80,7 @@ def _per_session(values: Sequence[float] | None, default: float, num_sessions: i
 
 
 def collect_trajectory(
-    model: PreTrainedModel,
+    model: nn.Module,
     train_dataset,
     args: TrainingArguments,
     output_dir: str | os.PathLike,
@@ -95,8 +102,9 @@ def collect_trajectory(
     branch exists on `hub_model_id`, is not trained again; the next session starts from its weights.
 
     Args:
-        model: the model to train (session 0 trains it on the full data unless `train_first_session=False`, in which
-            case it is taken as the full-data model Θ0 as it is).
+        model: the model to train: a `transformers` model, a `PeftModel` (only its adapter is trained and saved) or
+            any `nn.Module` the `Trainer` takes. Session 0 trains it on the full data unless
+            `train_first_session=False`, in which case it is taken as the full-data model Θ0 as it is.
         train_dataset: a `datasets.Dataset` (D0).
         args: the `TrainingArguments` of every session; `output_dir` is replaced by a scratch folder.
         output_dir: where `session-k` folders and `trajectory.json` go.
@@ -141,7 +149,7 @@ def collect_trajectory(
             resumed_from = folder
         else:
             if resumed_from is not None:
-                model.load_state_dict(type(model).from_pretrained(resumed_from).state_dict())
+                load_session(model, resumed_from)
                 resumed_from = None
             record = {**plan, "session": session, "subset_size": size, "epochs": epochs[session]}
             record["learning_rate"] = learning_rates[session]
@@ -174,10 +182,24 @@ def collect_trajectory(
     return trajectory_checkpoints(output_dir, num_sessions, hub_model_id)
 
 
+def load_session(model: nn.Module, folder: str | os.PathLike) -> None:
+    """Load the weights of a session checkpoint into `model` in place (the inverse of `_save_session`)."""
+    if isinstance(model, PeftModel):
+        set_peft_model_state_dict(model, load_peft_weights(str(folder)), adapter_name=model.active_adapter)
+    elif isinstance(model, PreTrainedModel):
+        model.load_state_dict(type(model).from_pretrained(folder).state_dict())
+    else:
+        load_model(model, Path(folder) / SAFETENSORS_FILE)
+
+
 def _save_session(model, folder: Path, record: dict, processor, overwrite: bool) -> None:
-    """One standard checkpoint folder (weights, config, processor) plus the session record, written atomically."""
+    """One standard checkpoint folder (weights, config, processor; an adapter for a PEFT model; `model.safetensors`
+    for a plain module) plus the session record, written atomically."""
     with atomic_output_dir(folder, SESSION_KIND, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp)
+        if isinstance(model, PreTrainedModel | PeftModel):
+            model.save_pretrained(tmp)
+        else:
+            save_model(model, str(tmp / SAFETENSORS_FILE))
         if processor is not None:
             processor.save_pretrained(tmp)
         (tmp / SESSION_FILE).write_text(json.dumps(record, indent=2))
