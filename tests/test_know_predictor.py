@@ -136,7 +136,7 @@ def adapter_trajectory(root, model, n=5):
 
 @pytest.mark.parametrize("method", ["lora", "projection"])
 def test_adapter_trajectories_predict_an_adapter_peft_loads(tmp_path, method):
-    """KNOW on PEFT adapters: LoRA factors and projection γ (2-D) are extrapolated, the saved head's bias too; the
+    """KNOW on PEFT adapters: LoRA factors and projection gamma (2-D) are extrapolated, the saved head's bias too; the
     output is one adapter_model.safetensors with the adapter's config, and `PeftModel.from_pretrained` loads it."""
     from peft import LoraConfig, PeftModel, get_peft_model
 

@@ -60,7 +60,7 @@ def tensor_role(
     name: str, shape: tuple[int, ...], dtype: torch.dtype, shapes: dict[str, tuple[int, ...]], adapter: bool = False
 ) -> str:
     """`"predict"` for the weights of conv / linear / embedding layers (floating `*.weight` of 2+ dimensions) and
-    their biases, and in a PEFT adapter for every floating tensor of 2+ dimensions (LoRA factors, projection γ);
+    their biases, and in a PEFT adapter for every floating tensor of 2+ dimensions (LoRA factors, projection gamma);
     `"norm"` for 1-D weights and their biases (normalisation layers) and norm buffers; `"copy"` for everything else
     (position ids, class tokens, ...)."""
     stem, _, leaf = name.rpartition(".")
@@ -131,8 +131,8 @@ class KnowPredictor:
             checkpoints: the trajectory, **ordered from the smallest data to the full data**:
                 `[Θ_{S-1}, ..., Θ_1, Θ_0]`, the reverse of the order the forgetting sessions ran in. Each is a local
                 folder, a Hub repo id, or `"repo_id@revision"`: a model checkpoint, or a PEFT adapter (every floating
-                tensor of 2+ dimensions of an adapter is predicted: LoRA factors, projection γ). Checkpoints written by `collect_trajectory` record
-                their subset size, and a list in the wrong order is refused.
+                tensor of 2+ dimensions of an adapter is predicted: LoRA factors, projection gamma). Checkpoints
+                written by `collect_trajectory` record their subset size, and a list in the wrong order is refused.
             steps: extrapolation steps; step `k` stands for `(1/r)^k` times the full data (x2 / x4 / x8 at r = 0.5).
             output_dir: the result, written atomically (nothing is left behind on error). It may not be, contain
                 or lie inside a checkpoint, and an existing non-empty folder is replaced only if it is an earlier
