@@ -7,9 +7,9 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from torch import nn
 from huggingface_hub import HfApi
 from safetensors.torch import load_file
+from torch import nn
 from transformers import TrainerCallback, TrainingArguments
 
 from hf_know.know import collect_trajectory, subset_sizes
@@ -168,7 +168,7 @@ def image_dataset(n=32):
 def test_peft_and_plain_module_trajectories_save_only_what_trains_and_resume(tmp_path):
     """A PEFT model's sessions are adapters (LoRA A/B and the saved head), a plain module's are model.safetensors;
     an interrupted run resumes from the saved adapter, not from the frozen base."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
     from hf_know.backbones import ImageClassifier
     from hf_know.know.trajectory import load_session
@@ -197,7 +197,9 @@ def test_peft_and_plain_module_trajectories_save_only_what_trains_and_resume(tmp
     first = load_file(f"{checkpoints[1]}/adapter_model.safetensors")
     assert any(not torch.equal(first[k], resumed[k]) for k in first)
     load_session(fresh, checkpoints[1])
-    assert all(torch.equal(v, first[k]) for k, v in fresh.state_dict().items() if k in first)
+    assert all(torch.equal(v, first[k]) for k, v in get_peft_model_state_dict(fresh).items())
+    frozen = {k: v for k, v in fresh.base_model.model.bert.state_dict().items() if "lora" not in k}
+    assert frozen.keys() == base.keys() and all(torch.equal(frozen[k], base[k]) for k in base)
 
     torch.manual_seed(0)
     classifier = ImageClassifier(nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()), 4, 2, 1)
