@@ -14,6 +14,7 @@ import numpy as np
 import peft
 import torch
 import transformers
+from torch import nn
 
 import hf_know
 from hf_know.cli import ScriptTrainingArguments
@@ -101,3 +102,19 @@ def frozen_features(
         rows.append(classifier.backbone(pixels.expand(-1, classifier.in_channels, -1, -1)).float().cpu())
         seconds += time.perf_counter() - begin  # .cpu() waits for a GPU
     return torch.cat(rows), torch.as_tensor(dataset.with_format(None)["labels"]), seconds
+
+
+class FrozenBatchNorm(nn.BatchNorm2d):
+    """A batch norm that always normalises with its running statistics and never updates them."""
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+
+def freeze_batchnorm_statistics(model: nn.Module) -> nn.Module:
+    """Make every `BatchNorm2d` of `model` a `FrozenBatchNorm` in place (same state): fine-tuning a pretrained CNN on
+    a few hundred images keeps its ImageNet statistics instead of drifting them by a handful of momentum updates."""
+    for module in model.modules():
+        if type(module) is nn.BatchNorm2d:
+            module.__class__ = FrozenBatchNorm
+    return model

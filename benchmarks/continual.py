@@ -62,7 +62,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import COMPUTE, cached, goals_table, machine, summarize, training_arguments, versions
+from common import (
+    COMPUTE,
+    cached,
+    freeze_batchnorm_statistics,
+    goals_table,
+    machine,
+    summarize,
+    training_arguments,
+    versions,
+)
 from datasets import Dataset, DatasetDict, concatenate_datasets
 from peft import LoraConfig, get_peft_model
 from text_tasks import BROWN_DOMAINS, TEXT_DOMAINS, TINYLLM, brown_genres, minilm_path, teacher_attribution
@@ -203,23 +212,12 @@ def load_stream(stream: str, scale: dict, seed: int):
     return [(name, task["train"], task["test"]) for name, task in zip(names, tasks, strict=True)], collate
 
 
-class FrozenBatchNorm(nn.BatchNorm2d):
-    """A batch norm that always normalises with its running statistics and never updates them."""
-
-    def train(self, mode: bool = True):
-        return super().train(False)
-
-
 def make_base(stream: str, seed: int, scale: dict) -> nn.Module:
     set_seed(seed)
     if stream in TEXT_STREAMS:
         num_labels = 2 * (len(BROWN_DOMAINS) if stream == "brown" else len(TEXT_DOMAINS))
         return BertForSequenceClassification.from_pretrained(minilm_path(), num_labels=num_labels)
-    model = efficientnet_lite0(10, image_size=scale["image_size"])
-    for module in model.modules():
-        if type(module) is nn.BatchNorm2d:
-            module.__class__ = FrozenBatchNorm  # same state, frozen statistics
-    return model
+    return freeze_batchnorm_statistics(efficientnet_lite0(10, image_size=scale["image_size"]))
 
 
 def proteus_config(stream: str, **overrides) -> hf_know.ClusterRetrievalAdapterConfig:

