@@ -291,3 +291,18 @@ def test_device_and_compute_dtype_options(tmp_path, bert_trajectory, monkeypatch
     with pytest.raises(ValueError, match=r"dtype='float16': the extrapolation computes in one of"):
         predictor.predict(folders, STEPS, tmp_path / "half", dtype="float16")
     assert not (tmp_path / "gpu").exists() and not (tmp_path / "half").exists()
+
+
+def test_known_batches_run_side_by_side_and_match_the_hypermodel():
+    """Several KNOWN batches, run by parallel threads on one torch thread each, give the recursive hyper-model's
+    values row for row, and torch's thread count is restored afterwards."""
+    torch.manual_seed(0)
+    hypermodel, trajectory = KnowHyperModel(), torch.randn(5000, 5) * 0.02
+    threads = torch.get_num_threads()
+    predicted = Extrapolator("known", STEPS, hypermodel)(trajectory, "fc")
+    assert torch.get_num_threads() == threads
+    window = trajectory
+    with torch.no_grad():
+        for _ in range(STEPS):
+            window = torch.cat([window[:, 1:], hypermodel(window, "fc")[:, None]], dim=1)
+    torch.testing.assert_close(predicted, window[:, -1], atol=1e-6, rtol=1e-5)
