@@ -141,3 +141,32 @@ def test_keras_converter_names_the_bad_file_and_layer(tmp_path):
         del file["dense_7"]
     with pytest.raises(ValueError, match=r"broken\.h5: no layer group 'dense_7'"):
         convert_keras_weights(good, good, broken)
+
+
+def test_meta_data_read_from_real_trajectories_are_their_checkpoints_values(tmp_path):
+    """`MetaDataConfig.trajectories`: scalars drawn from a collect_trajectory folder are rows of its checkpoints'
+    values (smallest data first), capped per kind; a folder with another number of sessions is refused by name."""
+    import datasets
+    from safetensors.torch import load_file
+    from transformers import TrainingArguments
+
+    from hf_know.know import collect_trajectory
+    from hf_know.testing import tiny_bert
+
+    ids = torch.randint(1, 100, (64, 6), generator=torch.Generator().manual_seed(0))
+    data = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "labels": (ids[:, 0] % 2).tolist()})
+    args = TrainingArguments(str(tmp_path / "scratch"), per_device_train_batch_size=8, learning_rate=1e-2,
+                             report_to="none", save_strategy="no", use_cpu=True)  # fmt: skip
+    checkpoints = collect_trajectory(tiny_bert(), data, args, tmp_path / "run", num_sessions=7)
+    config = MetaDataConfig(num_runs=0, trajectories=[str(tmp_path / "run")], max_scalars_per_trajectory=300)
+    sampled = collect_meta_trajectories(config)
+    states = [load_file(f"{c}/model.safetensors") for c in checkpoints]
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    assert len(sampled["fc"]) == 300 and 0 < len(sampled["bias"]) <= 300 and len(sampled["conv"]) == 0
+    fc_rows = torch.cat([torch.stack([s[n].reshape(-1) for s in states], 1) for n in states[0] if
+                         n.endswith(".weight") and states[0][n].ndim == 2])  # fmt: skip
+    assert not torch.equal(states[0][name], states[-1][name])  # the sessions trained
+    rows = {tuple(row.tolist()) for row in fc_rows}
+    assert all(tuple(row.tolist()) in rows for row in sampled["fc"])
+    with pytest.raises(ValueError, match="holds 7 sessions; the meta-data use num_sessions=5"):
+        collect_meta_trajectories(MetaDataConfig(num_runs=0, num_sessions=5, trajectories=[str(tmp_path / "run")]))

@@ -8,6 +8,10 @@ CNNs: each run pre-trains on the full training set (session 0), then fine-tunes 
 subsets with a random subset ratio r, learning rate and batch size per run, as the paper describes (its released
 demo instead restarts every session from one random init).
 
+Real trajectories join them: `MetaDataConfig.trajectories` names folders that `collect_trajectory` wrote (pretrained
+backbones fine-tuned on real tasks, PEFT adapters), and a random sample of each run's predicted scalars is read from
+its checkpoints.
+
 Every parameter scalar of every run gives a trajectory of `num_sessions` values, stored smallest data first; with
 `window` = 5 and 7 sessions, the windows `0..4 -> 5` and `1..5 -> 6` are the training pairs. KNOWN is trained to
 predict the next larger-data value with the L1 loss, Adam at 1e-3 and the authors' L1 regularisers.
@@ -15,8 +19,12 @@ predict the next larger-data value with the L1 loss, Adam at 1e-3 and the author
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +35,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from .checkpoints import CheckpointReader, resolve_checkpoint
 from .hypermodel import KINDS, KnowHyperModel, tensor_kind
+from .trajectory import TRAJECTORY_FILE, trajectory_checkpoints
 
 logger = logging.get_logger(__name__)
 
@@ -54,14 +64,21 @@ class MetaDataConfig:
     lr_range: list[float] = field(default_factory=lambda: [1e-4, 4e-3], metadata={"help": "Adam LR, log-uniform."})
     batch_size_range: list[int] = field(default_factory=lambda: [16, 128], metadata={"help": "Batch ~ U(low, high)."})
     meta_data_seed: int = field(default=0, metadata={"help": "Seed of the run settings, inits and subsets."})
+    trajectories: list[str] = field(
+        default_factory=list,
+        metadata={"help": "collect_trajectory output folders of real runs, each with num_sessions sessions."},
+    )
+    max_scalars_per_trajectory: int = field(
+        default=200_000, metadata={"help": "Scalars drawn at random from each real trajectory, per kind."}
+    )
 
     def __post_init__(self):
         unknown = sorted(set(self.tasks) - set(META_TASKS))
         if unknown or not self.tasks:
             raise ValueError(f"MetaDataConfig.tasks={self.tasks}: expected a non-empty list among {META_TASKS}.")
-        if self.num_runs < 1 or self.num_sessions < 2 or self.pretrain_epochs < 1 or self.session_epochs < 1:
+        if self.num_runs < 0 or self.num_sessions < 2 or self.pretrain_epochs < 1 or self.session_epochs < 1:
             raise ValueError(
-                f"MetaDataConfig needs num_runs >= 1, num_sessions >= 2 and epochs >= 1; got num_runs={self.num_runs}, "
+                f"MetaDataConfig needs num_runs >= 0, num_sessions >= 2 and epochs >= 1; got num_runs={self.num_runs}, "
                 f"num_sessions={self.num_sessions}, pretrain_epochs={self.pretrain_epochs}, "
                 f"session_epochs={self.session_epochs}."
             )
@@ -73,6 +90,12 @@ class MetaDataConfig:
         for name, (valid, expected) in ranges.items():
             if not valid:
                 raise ValueError(f"MetaDataConfig.{name}={getattr(self, name)}: expected {expected}.")
+        if self.max_scalars_per_trajectory < 1:
+            raise ValueError(
+                f"MetaDataConfig.max_scalars_per_trajectory={self.max_scalars_per_trajectory}: expected >= 1."
+            )
+        if self.num_runs == 0 and not self.trajectories:
+            raise ValueError("MetaDataConfig has num_runs=0 and no trajectories: the meta-data would be empty.")
 
 
 def _task_data(task: str, seed: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -146,9 +169,60 @@ def collect_meta_trajectories(config: MetaDataConfig, conv_rule: str = "any_kern
         for name, value in sessions[0].items():
             trajectory = torch.stack([s[name].reshape(-1) for s in reversed(sessions)], dim=1)
             collected[tensor_kind(value.shape, conv_rule)].append(trajectory)
+    for folder in tqdm(config.trajectories, desc="real trajectories"):
+        sample = read_trajectory(folder, config.num_sessions, config.max_scalars_per_trajectory, generator, conv_rule)
+        for kind, trajectories in sample.items():
+            collected[kind].append(trajectories)
     return {
         kind: torch.cat(parts) if parts else torch.empty(0, config.num_sessions) for kind, parts in collected.items()
     }
+
+
+def read_trajectory(
+    folder: str | os.PathLike,
+    num_sessions: int,
+    max_scalars: int,
+    generator: torch.Generator,
+    conv_rule: str = "any_kernel",
+) -> dict[str, torch.Tensor]:
+    """Per kind, up to `max_scalars` trajectories `[N, num_sessions]` (smallest data first) drawn at random from the
+    tensors `KnowPredictor.predict` would predict in a `collect_trajectory` output folder."""
+    from .predictor import tensor_role  # the predictor imports this module's hyper-model, not the reverse
+
+    manifest = Path(folder) / TRAJECTORY_FILE
+    if not manifest.is_file():
+        raise ValueError(f"{folder}: no {TRAJECTORY_FILE}; expected a folder collect_trajectory wrote.")
+    sessions = json.loads(manifest.read_text())["num_sessions"]
+    if sessions != num_sessions:
+        raise ValueError(f"{folder} holds {sessions} sessions; the meta-data use num_sessions={num_sessions}.")
+    checkpoints = trajectory_checkpoints(folder, num_sessions)
+    readers = [CheckpointReader(resolve_checkpoint(c)) for c in checkpoints]
+    try:
+        full = readers[-1]
+        shapes = {name: info.shape for name, info in full.tensors.items()}
+        names = {kind: [] for kind in KINDS}
+        for name, info in full.tensors.items():
+            if tensor_role(name, info.shape, info.dtype, shapes, full.is_adapter) == "predict":
+                names[tensor_kind(info.shape, conv_rule)].append(name)
+        sampled = {}
+        for kind, kind_names in names.items():
+            sizes = [full.tensors[name].numel for name in kind_names]
+            total = sum(sizes)
+            if not total:
+                continue
+            picked = torch.randperm(total, generator=generator)[:max_scalars].sort().values
+            offsets = torch.tensor([0, *itertools.accumulate(sizes)])
+            parts = []
+            for i, name in enumerate(kind_names):
+                rows = picked[(picked >= offsets[i]) & (picked < offsets[i + 1])] - offsets[i]
+                if len(rows):
+                    values = [reader.read(name, 0, sizes[i])[rows].float() for reader in readers]
+                    parts.append(torch.stack(values, dim=1))
+            sampled[kind] = torch.cat(parts)
+    finally:
+        for reader in readers:
+            reader.close()
+    return sampled
 
 
 def training_pairs(trajectories: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
