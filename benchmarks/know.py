@@ -77,6 +77,7 @@ from hf_know.image_data import load_image_dataset
 from hf_know.know import KnowPredictor, collect_trajectory
 from hf_know.know.checkpoints import OutputTensor, ShardedCheckpointWriter, plan_shards
 from hf_know.know.keras import convert_keras_weights
+from hf_know.know.metatrain import read_trajectory, training_pairs
 from hf_know.know.predictor import tensor_role
 from hf_know.know.trajectory import load_session
 
@@ -294,8 +295,30 @@ def run_seed(name: str, seed: int, scale: dict, args, known: dict) -> dict:
                     return {"accuracy": score(out)} | distance(weights(out), full, references[step], names)
 
             runs[f"{arm}@{step}"] = cached(folder / "arms" / f"{arm}-{digest}-x{2**step}.json", compute, args.fresh)
+        if arm.startswith("known"):
+            runs[f"{arm}@trajectory"] = cached(
+                folder / "arms" / f"{arm}-{digest}-trajectory.json",
+                lambda predictor=predictor: trajectory_error(predictor.hypermodel, folder / "trajectory", seed),
+                args.fresh,
+            )
     print(name, seed, {k: round(100 * v["accuracy"], 1) for k, v in runs.items()}, flush=True)
     return runs
+
+
+def trajectory_error(hypermodel, folder: Path, seed: int) -> dict:
+    """Trajectory-level error on this held-out trajectory: the mean absolute error of one KNOWN step predicting the
+    next larger-data value (windows Θ6..Θ2 -> Θ1 and Θ5..Θ1 -> Θ0) on a sample of 200k scalars per kind, relative to
+    the naive prediction (the newest value; < 1 is better) and next to the 2-point task vector's."""
+    sample = read_trajectory(folder, SESSIONS, 200_000, torch.Generator().manual_seed(seed), hypermodel.conv_rule)
+    errors = {}
+    for kind, trajectories in sample.items():
+        inputs, targets = training_pairs(trajectories, WINDOW)
+        with torch.no_grad():
+            known = (hypermodel(inputs, kind) - targets).abs().mean()
+        naive = (inputs[:, -1] - targets).abs().mean()
+        task_vector = (2 * inputs[:, -1] - inputs[:, -2] - targets).abs().mean()
+        errors[kind] = {"known": float(known / naive), "task_vector": float(task_vector / naive)}
+    return errors
 
 
 def meta_trajectory(name: str, seed: int, scale: dict, args) -> str:
@@ -395,6 +418,12 @@ def summarize(seeds: list[dict]) -> dict:
     step, and the weight-space distances to the reference."""
     table = {}
     for key in seeds[0]:
+        if key.endswith("@trajectory"):  # per kind: relative L1 of one step on the held-out trajectory
+            table[key] = {
+                kind: {name: _stats([s[key][kind][name] for s in seeds]) for name in ("known", "task_vector")}
+                for kind in seeds[0][key]
+            }
+            continue
         row = {}
         values = [100 * s[key]["accuracy"] for s in seeds]
         row["accuracy"] = _stats(values)
@@ -509,6 +538,19 @@ def markdown(report: dict) -> str:
                     f"| {label} | x{2**step} | {_cell(row['accuracy'])} | {_cell(row['minus_naive'], True)} | "
                     f"{_cell(row.get('minus_shrink'), True)} | {_cell(row.get('relative_error'), digits=3)} | "
                     f"{_cell(row.get('cosine'), digits=3)} |"
+                )
+        lines += [
+            "",
+            f"{name}: trajectory-level error of one step on the held-out trajectories (mean absolute error predicting "
+            "Θ1 from Θ6..Θ2 and Θ0 from Θ5..Θ1, relative to the naive newest value: < 1 is better)",
+            "",
+            "| hyper-model | kind | KNOWN | 2-point task vector |",
+            "|---|---|---|---|",
+        ]
+        for arm in ("known", "known_released"):
+            for kind, cells in table.get(f"{arm}@trajectory", {}).items():
+                lines.append(
+                    f"| {arm} | {kind} | {_cell(cells['known'], digits=3)} | {_cell(cells['task_vector'], digits=3)} |"
                 )
         lines.append("")
     if report["cost"]:
