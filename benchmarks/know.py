@@ -106,8 +106,8 @@ SCALES = {
         "fashion_mnist": {"n0": 320, "test": 1000},
         "digits": {"n0": 150, "test": 500},
         "digits_converged": {"n0": 150, "test": 500, "seeds": [0, 1, 2]},
-        "text": {"n0": 128, "test": 400},
-        "text_lora": {"n0": 128, "test": 400},
+        "text": {"n0": 128, "test": 400, "seeds": [0, 1, 2]},
+        "text_lora": {"n0": 128, "test": 400, "seeds": [0, 1, 2]},
         "seeds": [0, 1, 2, 3, 4],
         "meta_seeds": [100, 101, 102, 103],
         "sizes": [100_000_000, 300_000_000, 1_000_000_000],
@@ -615,7 +615,7 @@ def main() -> None:
     known = hypermodels(args.keras_weights)
     report = {
         "scale": args.scale,
-        "seeds": scale["seeds"],
+        "seeds": {name: scale[name].get("seeds", scale["seeds"]) for name in args.settings},
         "sizes": {name: scale[name] for name in args.settings},
         "machine": machine(args.device),
         "load_average": [round(x, 2) for x in load],
@@ -628,8 +628,7 @@ def main() -> None:
     }
     if "accuracy" in args.parts:
         report["results"] = {
-            name: [run_seed(name, seed, scale, args, known) for seed in scale[name].get("seeds", scale["seeds"])]
-            for name in args.settings
+            name: [run_seed(name, seed, scale, args, known) for seed in report["seeds"][name]] for name in args.settings
         }
     if "meta" in args.parts:
         report["meta_trajectories"] = [
