@@ -39,7 +39,9 @@ resident memory of a fresh process running it, for KNOWN and, as the I/O-bound b
 `naive`, on synthetic sharded bf16 trajectories of 100M, 300M and 1B parameters generated on disk.
 
 Every run is cached under `benchmarks/.cache/know/<scale>/`, so an interrupted run resumes where it stopped; the
-arms of a hyper-model are keyed by its weights, so a new default KNOWN recomputes only them.
+arms of a hyper-model are keyed by its weights, so a new default KNOWN recomputes only them. A changed recipe or size
+is refused by the trajectory's own check (`collect_trajectory` resumes only with the settings it started with):
+delete `benchmarks/.cache/know/<scale>/<setting>-seed<k>` to recompute that run.
 
     python benchmarks/know.py                                   # --scale small: 2 CPU cores
     python benchmarks/know.py --keras-weights ~/KNOW            # with the authors' released KNOWN
