@@ -109,7 +109,7 @@ SCALES = {
         "digits": {"n0": 150, "test": 500},
         "digits_converged": {"n0": 150, "test": 500, "seeds": [0]},  # 15 epochs: 25 min a seed on 2 cores
         "text": {"n0": 128, "test": 400, "seeds": [0, 1, 2]},
-        "text_lora": {"n0": 128, "test": 400, "seeds": [0, 1, 2]},
+        "text_lora": {"n0": 128, "test": 400, "seeds": [0]},
         "seeds": [0, 1, 2, 3, 4],
         "meta_seeds": [100, 101, 102, 103],
         "sizes": [100_000_000, 300_000_000, 1_000_000_000],
