@@ -5,8 +5,9 @@ Each teacher (a local transformers model and its tokenizer) is run twice per row
 
 - teacher-forced: the question, its options, the gold answer and "Rationale: Let's think step by step.", after
   two in-context examples drawn at random from `examples` -> that teacher's rationale;
-- unforced: the question and its options only, "Answer:" -> that teacher's own answer, mapped to an option by its
-  letter "(b)" or its text -> `teacher_answers` (`""` when it names no option), the label routers learn from.
+- unforced: the question and its options only, "Answer:" -> that teacher's own answer -> `teacher_answers`, the
+  label routers learn from. Either generated and mapped to an option by its letter "(b)" or its text (`""` when it
+  names no option), or, for small teachers that seldom name an option, the option they rank highest (`ranking.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from .data import (
     parse_stated_answer,
     validate_rationale_data,
 )
+from .ranking import option_log_likelihoods, rank_options
+
+ANSWER_METHODS = ("generate", "rank")
 
 RATIONALE_CUE = "Rationale: Let's think step by step."
 
@@ -107,6 +111,7 @@ def generate_rationales(
     max_new_tokens: int = 128,
     batch_size: int = 8,
     seed: int = 0,
+    answers: str = "generate",
 ) -> Dataset:
     """Rows (`question`, `choices`, `answer`) -> rationale data with every teacher's rationale and own answer.
 
@@ -114,7 +119,11 @@ def generate_rationales(
         teachers: name -> (model, tokenizer), in the order the `rationales` column will have.
         examples: in-context examples from the same dataset, each a row with a `rationale`; `num_examples` of
             them are drawn at random per row.
+        answers: how a teacher's unforced answer is read: `"generate"` (greedy text, parsed) or `"rank"` (the
+            option it ranks highest under the unforced prompt).
     """
+    if answers not in ANSWER_METHODS:
+        raise ValueError(f"answers={answers!r}; expected one of {ANSWER_METHODS}.")
     if len(examples) < num_examples or any(not e.get("rationale") for e in examples):
         raise ValueError(f"Need at least {num_examples} in-context examples, each with a non-empty 'rationale'.")
     rng = random.Random(seed)
@@ -122,18 +131,22 @@ def generate_rationales(
     shots = [rng.sample(examples, num_examples) for _ in rows]
     forced = [teacher_forced_prompt(row, s) for row, s in zip(rows, shots, strict=True)]
     unforced = [answer_prompt(row) for row in rows]
-    rationales, answers = [], []
+    rationales, own = [], []
     for name, (model, tokenizer) in teachers.items():
         rationales.append(generate_texts(model, tokenizer, forced, max_new_tokens, batch_size, desc=f"{name} CoT"))
-        raw = generate_texts(model, tokenizer, unforced, 16, batch_size, desc=f"{name} answers")
-        answers.append([parse_answer(text, row["choices"]) for text, row in zip(raw, rows, strict=True)])
+        if answers == "rank":
+            scores = option_log_likelihoods(model, tokenizer, rows, answer_prompt, batch_size=4 * batch_size)
+            own.append(rank_options(scores, rows))
+        else:
+            raw = generate_texts(model, tokenizer, unforced, 16, batch_size, desc=f"{name} answers")
+            own.append([parse_answer(text, row["choices"]) for text, row in zip(raw, rows, strict=True)])
     records = {
         "id": [str(row.get("id", i)) for i, row in enumerate(rows)],
         "question": [row["question"] for row in rows],
         "choices": [row["choices"] for row in rows],
         "answer": [row["answer"] for row in rows],
         "rationales": [list(r) for r in zip(*rationales, strict=True)],
-        "teacher_answers": [list(a) for a in zip(*answers, strict=True)],
+        "teacher_answers": [list(a) for a in zip(*own, strict=True)],
         "stated_answers": [
             [parse_stated_answer(r, row["choices"]) for r in rs]
             for rs, row in zip(zip(*rationales, strict=True), rows, strict=True)

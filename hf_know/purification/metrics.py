@@ -1,5 +1,6 @@
 """Answer accuracy by exact match, the paper's metric: the student generates the answer text for the question and its
-choices, and it counts when it equals the gold option's text (case and surrounding whitespace aside)."""
+choices, and it counts when it equals the gold option's text (case and surrounding whitespace aside). Option
+ranking (`ranking.py`) is the more sensitive measure for small students."""
 
 from __future__ import annotations
 
