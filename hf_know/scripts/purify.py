@@ -33,6 +33,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_qu
 from ..cli import parse
 from ..hub import push_folder
 from ..io import atomic_output_dir, check_output_dir, claim_output_dir
+from ..local_models import resolve
 from ..purification import (
     PURIFIERS,
     AggregationPurifier,
@@ -167,6 +168,10 @@ def seq2seq_config(training_args: PurifiedDistillConfig) -> PurifiedSeq2SeqDisti
 
 
 def main(script_args: PurifyArguments, training_args: PurifiedDistillConfig, model_args: ModelConfig) -> dict:
+    # offline installs named in a recipe (hf_know.local_models) become their folders; other names are Hub ids or paths
+    model_args.model_name_or_path = resolve(model_args.model_name_or_path)
+    script_args.router_encoder = resolve(script_args.router_encoder)
+    script_args.aggregator_model = resolve(script_args.aggregator_model)
     push, hub_model_id = training_args.push_to_hub, training_args.hub_model_id
     if push and not hub_model_id:
         raise ValueError("push_to_hub is set but hub_model_id is not: name the Hub repo to push to.")

