@@ -1,9 +1,8 @@
 """Knowledge purification with a real pretrained student and four real teachers, every arm side by side.
 
-    python benchmarks/purify.py                                       # CPU: OBQA, every arm, smoke budget (~80 min)
-    python benchmarks/purify.py --scale smoke                         # minutes: the pipeline end to end
-    python benchmarks/purify.py --device cuda --bf16 --scale paper    # GPU: 4 domains, 3 seeds, full sets
-    python benchmarks/purify.py --learning-check                      # CPU: does the student learn at all?
+    python benchmarks/purify.py --learning-check     # CPU: OBQA, every arm at a smoke budget, and the README recipe
+    python benchmarks/purify.py --scale smoke        # minutes: the pipeline end to end
+    python benchmarks/purify.py --device cuda --bf16 --scale paper --workers 16   # GPU: 4 domains, 3 seeds
 
 Student: SmolLM2-135M-Instruct (`hf_know.local_models`) with a LoRA adapter (r 16, all linear layers), trained by
 `PurifiedDistillTrainer` on the answer task plus the arm's rationales, scored on the test rows by option ranking
@@ -32,6 +31,8 @@ import math
 import multiprocessing
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -40,9 +41,9 @@ from pathlib import Path
 import torch
 from common import machine, versions
 from datasets import Dataset, load_from_disk
-from peft import LoraConfig
+from peft import LoraConfig, PeftModel
 from purify_teachers import CACHE, aggregated, four_teacher_data, tinyllm_rows
-from text_tasks import TEXT_DOMAINS, minilm_path
+from text_tasks import TEXT_DOMAINS, TINYLLM, minilm_path
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
@@ -66,17 +67,20 @@ from hf_know.purification.purifier import select_rationales
 from hf_know.purification.ranking import option_log_likelihoods, rank_options
 from hf_know.purification.router import best_teacher_targets
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RECIPE = ROOT / "configs" / "purify" / "smollm2_obqa.yaml"
 STUDENT = "smollm2-135m-instruct"
 ROUTERS = {"plackett_luce": PlackettLuceRouter, "classifier": ClassifierRouter, "similarity": SimilarityRouter}
 PURIFIERS = ("aggregation", *ROUTERS, "reinforce")
 SCALES = {
-    # rows: training questions (seeded shuffle), test rows scored, test rows with all teachers' rationales (router
-    # agreement); teacher_tokens: new tokens of a local teacher's rationale.
+    # rows: training questions (a prefix of one seeded shuffle), test rows scored (a prefix of the test split), test
+    # rows with every teacher's rationale (router agreement). The paper scale is sized from CPU timings to about 8
+    # minutes on one H200 with 16 workers; it has not run on a GPU yet.
     "smoke": dict(domains=["obqa"], seeds=[0], train_rows=16, test_rows=16, agreement_rows=16, epochs=1.0),
-    "cpu": dict(domains=["obqa"], seeds=[0], train_rows=160, test_rows=300, agreement_rows=100, epochs=1.0),
+    "cpu": dict(domains=["obqa"], seeds=[0], train_rows=64, test_rows=300, agreement_rows=100, epochs=1.0),
     "paper": dict(
-        domains=list(TEXT_DOMAINS), seeds=[0, 1, 2], train_rows=None, test_rows=None, agreement_rows=None, epochs=3.0
+        domains=list(TEXT_DOMAINS), seeds=[0, 1, 2], train_rows=1000, test_rows=None, agreement_rows=300, epochs=1.0
     ),
 }
 
@@ -204,7 +208,7 @@ def run_student(job: dict, args) -> dict:
         config = PurifiedDistillConfig(
             output_dir=tmp,
             distill_mode=inputs["mode"],
-            num_train_epochs=job.get("epochs", args.epochs),
+            num_train_epochs=args.epochs,
             per_device_train_batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             lr_scheduler_type="constant",
@@ -244,8 +248,6 @@ COMPUTED = {"runs": 0}  # student runs this invocation computed (in-process work
 
 def cached_run(job: dict, args) -> dict:
     path = args.cache / "runs" / ("{domain}-n{count}-seed{seed}-{arm}".format(**job).replace(":", "_") + ".json")
-    if "epochs" in job:
-        path = path.with_name(path.stem + f"-e{job['epochs']}.json")
     if path.is_file():
         return json.loads(path.read_text())
     if args.threads:
@@ -394,8 +396,8 @@ def write_report(result: dict, path: Path) -> None:
         f"{result['machine']['torch_threads']} threads, load average at start {result['load_average']}; "
         f"{result['compute_minutes']:.1f} min of student runs ({result['computed']} computed now).",
         "",
-        "Accuracy: option ranking on the test rows (percent, mean ± std over seeds). Paired: arm minus TinyLLM "
-        "all-teachers per test row (seeds averaged), paired bootstrap 95% interval and p.",
+        "Accuracy: option ranking on the test rows (percent; mean ± std over seeds when there are several). "
+        "Paired: arm minus TinyLLM all-teachers per test row (seeds averaged), paired bootstrap 95% interval and p.",
     ]
     for domain, rows in summary["table"].items():
         lines += ["", f"## {domain}", "", "| arm | accuracy | vs all-teachers | p | train s |", "|---|---|---|---|---|"]
@@ -454,7 +456,7 @@ def write_report(result: dict, path: Path) -> None:
     if "learning_check" in result:
         check = result["learning_check"]
         lines.append(
-            f"- Learning check ({check['arm']}, {check['epochs']} epochs, {check['domain']}): zero-shot "
+            f"- Learning check (`{check['recipe']}`, {check['train_seconds'] / 60:.0f} min of training): zero-shot "
             f"{fmt(check['zero_shot'])} -> {fmt(check['trained'])}, McNemar p = {check['mcnemar']['p']:.3g} "
             f"({check['mcnemar']['only_a']} rows only the trained student gets right, {check['mcnemar']['only_b']} "
             "only the zero-shot one)."
@@ -484,18 +486,31 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def learning_check(args) -> dict:
-    """One longer run against the untrained student, paired by test row: does distillation teach it anything?"""
-    domain, seed = args.domains[0], args.seeds[0]
-    zero = cached_run({"domain": domain, "count": len(TEACHERS), "seed": seed, "arm": "zero_shot"}, args)
-    job = {"domain": domain, "count": len(TEACHERS), "seed": seed, "arm": args.check_arm, "epochs": args.check_epochs}
-    trained = cached_run(job, args)
+    """The README's recipe (`configs/purify/smollm2_obqa.yaml`) run by its script, then scored like every arm and
+    paired by test row with the untrained student: does distillation teach this student anything here?"""
+    domain, seed = "obqa", 0
+    output = args.cache / "recipe"
+    if not (output / "metrics.json").is_file():
+        command = [sys.executable, str(ROOT / "trainers" / "purify.py"), "--config", str(RECIPE)]
+        command += ["--output_dir", str(output), "--tinyllm_root", str(TINYLLM), "--seed", str(seed)]
+        subprocess.run(command, check=True, cwd=ROOT)
+    job = {"domain": domain, "count": len(TEACHERS), "seed": seed}
+    zero = cached_run({**job, "arm": "zero_shot"}, args)
+    path = args.cache / "runs" / "recipe.json"
+    if not path.is_file():
+        tokenizer = AutoTokenizer.from_pretrained(output)
+        base = AutoModelForCausalLM.from_pretrained(local_causal_lm(STUDENT)).to(args.device)
+        model = PeftModel.from_pretrained(base, output)
+        path.write_text(json.dumps(score(model, tokenizer, test_rows(domain, args), "predict: ", args)))
+    trained = json.loads(path.read_text())
+    metrics = json.loads((output / "metrics.json").read_text())
     return {
+        "recipe": str(RECIPE.relative_to(ROOT)),
         "domain": domain,
-        "arm": args.check_arm,
-        "epochs": args.check_epochs,
         "zero_shot": zero["option_ranking"],
         "trained": trained["option_ranking"],
-        "train_seconds": trained["train_seconds"],
+        "train_seconds": metrics["train_runtime"],
+        "chosen_teachers": metrics.get("chosen_teachers"),
         "mcnemar": mcnemar(trained["correct"], zero["correct"]),
     }
 
@@ -537,9 +552,7 @@ def main() -> None:
     parser.add_argument("--generation-batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1, help="Students trained at once (processes).")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default).")
-    parser.add_argument("--learning-check", action="store_true", help="Also the long run against zero-shot.")
-    parser.add_argument("--check-arm", default="labels_only")
-    parser.add_argument("--check-epochs", type=float, default=3.0)
+    parser.add_argument("--learning-check", action="store_true", help="Also the README recipe against zero-shot.")
     parser.add_argument("--progress", action="store_true", help="Trainer progress bars.")
     args = parser.parse_args()
     for key, value in SCALES[args.scale].items():
