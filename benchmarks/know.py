@@ -68,7 +68,7 @@ import torch
 from common import COMPUTE, cached, freeze_batchnorm_statistics, machine, training_arguments, versions
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
-from safetensors.torch import load_file, save_model
+from safetensors.torch import load_file
 from text_tasks import TINYLLM, minilm_path, teacher_attribution
 from transformers import (
     AutoModelForSequenceClassification,
@@ -86,7 +86,7 @@ from hf_know.know.checkpoints import ADAPTER_FILE, OutputTensor, ShardedCheckpoi
 from hf_know.know.keras import convert_keras_weights
 from hf_know.know.metatrain import read_trajectory, training_pairs
 from hf_know.know.predictor import tensor_role
-from hf_know.know.trajectory import load_session
+from hf_know.know.trajectory import load_session, save_weights
 
 RESULTS = Path(__file__).parent / "results"
 CACHE = Path(__file__).parent / ".cache" / "know"
@@ -238,10 +238,7 @@ def save(model, folder: Path) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if hasattr(model, "save_pretrained"):
-        model.save_pretrained(tmp)
-    else:
-        save_model(model, str(tmp / "model.safetensors"))
+    save_weights(model, tmp)
     os.replace(tmp, folder)
 
 

