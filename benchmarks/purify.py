@@ -75,8 +75,9 @@ ROUTERS = {"plackett_luce": PlackettLuceRouter, "classifier": ClassifierRouter, 
 PURIFIERS = ("aggregation", *ROUTERS, "reinforce")
 SCALES = {
     # rows: training questions (a prefix of one seeded shuffle), test rows scored (a prefix of the test split), test
-    # rows with every teacher's rationale (router agreement). The paper scale is sized from CPU timings to about 8
-    # minutes on one H200 with 16 workers; it has not run on a GPU yet.
+    # rows with every teacher's rationale (router agreement). The paper scale aims at the 8 minutes on one
+    # H200 (1000 training rows per domain, one epoch, 16 students at once); it has never run on a GPU, so its time
+    # is unmeasured.
     "smoke": dict(domains=["obqa"], seeds=[0], train_rows=16, test_rows=16, agreement_rows=16, epochs=1.0),
     "cpu": dict(domains=["obqa"], seeds=[0], train_rows=64, test_rows=300, agreement_rows=100, epochs=1.0),
     "paper": dict(

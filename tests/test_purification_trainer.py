@@ -17,7 +17,7 @@ from hf_know.purification import (
     exact_match_accuracy,
     predict_answers,
 )
-from hf_know.purification.distillation import RATIONALE
+from hf_know.purification.distillation import MUTED, RATIONALE
 from hf_know.purification.toy import (
     TOY_TEACHERS,
     rationale_texts,
@@ -205,6 +205,14 @@ def test_the_rl_selector_trains_with_the_student_and_drops_unchosen_rationales(t
     batch = trainer.data_collator(examples)
     rationale_rows = batch["example_row"][batch["example_task"] == RATIONALE].tolist()
     assert rationale_rows and len(rationale_rows) == len(set(rationale_rows))  # one chosen rationale per question
+    # a batch of unchosen rationales only: one muted example (no task, weight 0) instead of a batch that cannot exist
+    unchosen = [e for e in examples if e["task"] == RATIONALE]
+    step = trainer.selector_step
+    step.keep, sample = (lambda batch: [False] * len(batch)), step.keep
+    muted = trainer.data_collator(unchosen)
+    step.keep = sample
+    assert muted["example_task"].tolist() == [MUTED] and not muted["loss_weights"].any()
+    assert trainer.compute_loss(trainer.model, muted).item() == 0.0
     trainer.train()
     assert selector.policy.weight.abs().sum() > 0  # REINFORCE moved the zero-initialised policy
     assert set(selector.purify(train)["purified_teacher"]) <= set(TEACHERS)

@@ -18,6 +18,7 @@ from .data import task_prompt
 from .purifiers.reinforce import ReinforceSelector
 
 ANSWER, RATIONALE = 0, 1
+MUTED = -1  # an example that stands in for an empty batch: no task, weight 0
 EXAMPLE_COLUMNS = ("task", "teacher", "row")
 
 
@@ -73,11 +74,9 @@ def answer_examples(dataset: Dataset, args: DistillationArguments) -> Dataset:
 
 
 def example_token_weights(examples: list[dict], lengths: list[int], rationale_weight: float) -> list[torch.Tensor]:
-    """Per example, its tokens' loss weight: 1 for the answer task, λ for a rationale."""
-    return [
-        torch.full((length,), rationale_weight if example["task"] == RATIONALE else 1.0)
-        for example, length in zip(examples, lengths, strict=True)
-    ]
+    """Per example, its tokens' loss weight: 1 for the answer task, λ for a rationale, 0 for a muted example."""
+    weight = {ANSWER: 1.0, RATIONALE: rationale_weight, MUTED: 0.0}
+    return [torch.full((length,), weight[example["task"]]) for example, length in zip(examples, lengths, strict=True)]
 
 
 class SelectorStep:
@@ -97,6 +96,12 @@ class SelectorStep:
         self.optimizer = torch.optim.Adam(selector.policy.parameters(), lr=learning_rate)
         self.generator = torch.Generator().manual_seed(seed)
         self.choice: dict[int, tuple[int, torch.Tensor]] = {}  # row -> (chosen teacher, sampled actions)
+
+    def select(self, examples: list[dict]) -> list[dict]:
+        """The batch's answers and chosen rationales. A batch of unchosen rationales only keeps its first example,
+        muted (no task, weight 0: a step that changes nothing), since an empty batch cannot be collated."""
+        kept = [example for example, chosen in zip(examples, self.keep(examples), strict=True) if chosen]
+        return kept or [{**examples[0], "task": MUTED}]
 
     def keep(self, examples: list[dict]) -> list[bool]:
         """Sample a teacher for the batch's questions; keep answers and the chosen rationales."""

@@ -72,13 +72,13 @@ class DistillationCollator(DataCollatorForLanguageModeling):
     the rationales the policy did not choose for their question."""
 
     rationale_weight: float = 1.0
-    keep: Callable[[list[dict]], list[bool]] | None = None  # SelectorStep.keep
+    select: Callable[[list[dict]], list[dict]] | None = None  # SelectorStep.select
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         if "task" not in examples[0]:  # packed sequences mix examples (rationale_weight is then 1)
             return super().torch_call(examples)
-        if self.keep is not None:
-            examples = [example for example, kept in zip(examples, self.keep(examples), strict=True) if kept]
+        if self.select is not None:
+            examples = self.select(examples)
         batch = super().torch_call(examples)
         lengths = [len(example["input_ids"]) for example in examples]
         extras = token_extras(examples, lengths, self.rationale_weight, self.padding_free, self.pad_to_multiple_of)
@@ -115,15 +115,16 @@ class _PurifiedDistillation:
             raise TypeError(f"args must be a {self._config_class.__name__}, got {type(args).__name__}.")
         self._check_student(model, args, processing_class, selector)
         train, evaluation = self._prepare_distillation(args, train_dataset, eval_dataset, teachers, purifier, selector)
-        keep = self.selector_step.keep if self.selector_step is not None else None
-        self._init_trainer(model, args, train, evaluation, processing_class, keep, kwargs)
+        select = self.selector_step.select if self.selector_step is not None else None
+        self._init_trainer(model, args, train, evaluation, processing_class, select, kwargs)
 
     def _check_student(self, model, args, processing_class, selector) -> None:
         """Refuse a student, tokenizer or option this trainer cannot train."""
         raise NotImplementedError
 
-    def _init_trainer(self, model, args, train, evaluation, processing_class, keep, kwargs: dict) -> None:
-        """Build the underlying trainer on the distillation examples, with a collator that keeps `keep`'s choice."""
+    def _init_trainer(self, model, args, train, evaluation, processing_class, select, kwargs: dict) -> None:
+        """Build the underlying trainer on the distillation examples, with a collator that keeps `select`'s
+        choice."""
         raise NotImplementedError
 
     def _prepare_distillation(self, args, train_dataset, eval_dataset, teachers, purifier, selector):
@@ -225,14 +226,16 @@ class PurifiedDistillTrainer(_PurifiedDistillation, SFTTrainer):
         if selector is not None and args.packing:
             raise ValueError("An RL selector chooses rationales per question, which packing mixes: set packing=False.")
 
-    def _init_trainer(self, model, args, train, evaluation, processing_class, keep, kwargs: dict) -> None:
+    def _init_trainer(self, model, args, train, evaluation, processing_class, select, kwargs: dict) -> None:
         SFTTrainer.__init__(
             self, model, args, train_dataset=train, eval_dataset=evaluation, processing_class=processing_class, **kwargs
         )
         collator = self.data_collator
         if not isinstance(collator, DataCollatorForLanguageModeling):
             raise TypeError(f"PurifiedDistillTrainer builds on trl's language-modeling collator, got {collator!r}.")
-        self.data_collator = DistillationCollator(**asdict(collator), rationale_weight=args.rationale_weight, keep=keep)
+        self.data_collator = DistillationCollator(
+            **asdict(collator), rationale_weight=args.rationale_weight, select=select
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """SFT's loss, with each completion token's log-probability weighted by its task (through a hook on the
@@ -278,11 +281,11 @@ class Seq2SeqDistillationCollator:
 
     pad_token_id: int
     rationale_weight: float = 1.0
-    keep: Callable[[list[dict]], list[bool]] | None = None  # SelectorStep.keep
+    select: Callable[[list[dict]], list[dict]] | None = None  # SelectorStep.select
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        if self.keep is not None:
-            examples = [example for example, kept in zip(examples, self.keep(examples), strict=True) if kept]
+        if self.select is not None:
+            examples = self.select(examples)
         inputs = [torch.tensor(example["input_ids"]) for example in examples]
         labels = [torch.tensor(example["labels"]) for example in examples]
         lengths = [len(label) for label in labels]
@@ -309,13 +312,13 @@ class PurifiedSeq2SeqDistillTrainer(_PurifiedDistillation, Seq2SeqTrainer):
         if processing_class is None:
             raise ValueError("PurifiedSeq2SeqDistillTrainer needs the student's tokenizer as processing_class.")
 
-    def _init_trainer(self, model, args, train, evaluation, processing_class, keep, kwargs: dict) -> None:
+    def _init_trainer(self, model, args, train, evaluation, processing_class, select, kwargs: dict) -> None:
         start = model.config.decoder_start_token_id
         tokenize = {"fn_kwargs": {"tokenizer": processing_class, "args": args, "start": start}, "desc": "Tokenizing"}
         train = train.map(_tokenize_seq2seq, remove_columns=["prompt", "completion"], **tokenize)
         if evaluation is not None:
             evaluation = evaluation.map(_tokenize_seq2seq, remove_columns=["prompt", "completion"], **tokenize)
-        collator = Seq2SeqDistillationCollator(processing_class.pad_token_id, args.rationale_weight, keep)
+        collator = Seq2SeqDistillationCollator(processing_class.pad_token_id, args.rationale_weight, select)
         Seq2SeqTrainer.__init__(
             self,
             model=model,
