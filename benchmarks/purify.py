@@ -411,7 +411,8 @@ def write_report(result: dict, path: Path) -> None:
             p = f"{paired['p']:.2f}" if paired else "-"
             em = f" (exact match {fmt(row['exact_match'])})" if "exact_match" in row else ""
             lines.append(
-                f"| {arm} | {fmt(row['mean'], row['std'])}{em} | {versus} | {p} | {row['train_seconds']:.0f} |"
+                f"| {arm} | {fmt(row['mean'], row['std'] if row['seeds'] > 1 else None)}{em} | {versus} | {p} | "
+                f"{row['train_seconds']:.0f} |"
             )
     lines += [
         "",
