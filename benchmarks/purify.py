@@ -40,9 +40,9 @@ from pathlib import Path
 
 import torch
 from common import machine, versions
-from datasets import Dataset, load_from_disk
+from datasets import Dataset, concatenate_datasets, load_from_disk
 from peft import LoraConfig, PeftModel
-from purify_teachers import CACHE, aggregated, four_teacher_data, tinyllm_rows
+from purify_teachers import CACHE, TEACHERS, aggregated, four_teacher_data, tinyllm_rows
 from text_tasks import TEXT_DOMAINS, TINYLLM, minilm_path
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
@@ -105,11 +105,21 @@ def agreement(chosen: list[str], teachers: list[str], scores: torch.Tensor) -> f
     return sum(bool(best[i, teachers.index(chosen[i])]) for i in rows) / max(len(rows), 1)
 
 
+def arm_folder(args, domain: str, count: int, seed: int, arm: str) -> Path:
+    """Where an arm's purified training set (or, for `agreement.json`, the routers' quality) is cached."""
+    return args.cache / "purified" / f"{domain}-n{count}-seed{seed}" / arm.replace(":", "_")
+
+
+def fit_router(method: str, teachers: list[str], encoder, data: Dataset, scores: torch.Tensor, seed: int):
+    set_seed(seed)
+    router = ROUTERS[method](teachers, encoder)
+    return router.fit(data, scores) if method == "plackett_luce" else router.fit(data, scores, seed=seed)
+
+
 def purified_sets(domain: str, count: int, seed: int, args, encoder: SentenceEncoder) -> dict:
     """Per arm, the training set it distils from (saved under the cache), and the routers' agreement with the
     oracle on the agreement rows; computed once per (domain, teacher count, seed)."""
-    folder = args.cache / "purified" / f"{domain}-n{count}-seed{seed}"
-    done = folder / "agreement.json"
+    done = arm_folder(args, domain, count, seed, "agreement.json")
     if done.is_file():
         return json.loads(done.read_text())
     train, teachers = teacher_sets(domain, "train", args)
@@ -122,24 +132,20 @@ def purified_sets(domain: str, count: int, seed: int, args, encoder: SentenceEnc
     sets["aggregation"] = aggregated(
         train, teachers, domain, args.train_rows, args.device, args.bf16, args.generation_batch
     )
+    fits = {"": (train, scores)}  # arm-name prefix -> the rows a router is fitted on, and their labels
+    others = [d for d in args.domains if d != domain]
+    if others:  # out of domain: fitted on the other domains' questions only, never on this one's
+        pooled = concatenate_datasets([first_teachers(teacher_sets(d, "train", args)[0], count) for d in others])
+        fits["ood:"] = (pooled, teacher_scores(pooled, encoder))
     quality = {"oracle": 1.0}
-    for method, cls in ROUTERS.items():
-        set_seed(seed)
-        router = cls(teachers, encoder)
-        router.fit(train, scores) if method == "plackett_luce" else router.fit(train, scores, seed=seed)
-        sets[method] = router.purify(train)
-        quality[method] = agreement(router.purify(probe)["purified_teacher"], teachers, probe_scores)
-        others = [d for d in args.domains if d != domain]
-        if others:  # out of domain: fitted on the other domains' questions only, never on this one's
-            pooled = [first_teachers(teacher_sets(d, "train", args)[0], count) for d in others]
-            pooled = Dataset.from_list([row for part in pooled for row in part], features=train.features)
-            set_seed(seed)
-            ood = cls(teachers, encoder)
-            ood.fit(pooled) if method == "plackett_luce" else ood.fit(pooled, seed=seed)
-            sets[f"ood:{method}"] = ood.purify(train)
-            quality[f"ood:{method}"] = agreement(ood.purify(probe)["purified_teacher"], teachers, probe_scores)
+    for method in ROUTERS:
+        for prefix, (data, labels) in fits.items():
+            arm = prefix + method
+            router = fit_router(method, teachers, encoder, data, labels, seed)
+            sets[arm] = router.purify(train)
+            quality[arm] = agreement(router.purify(probe)["purified_teacher"], teachers, probe_scores)
     for arm, data in sets.items():
-        data.save_to_disk(folder / arm.replace(":", "_"))
+        data.save_to_disk(arm_folder(args, domain, count, seed, arm))
     result = {
         "quality": quality,
         "support_best_share": dict(
@@ -150,9 +156,6 @@ def purified_sets(domain: str, count: int, seed: int, args, encoder: SentenceEnc
     }
     done.write_text(json.dumps(result, indent=2))
     return result
-
-
-TEACHERS = ("flan-t5-xl", "llama-2-chat", "smollm2-135m-instruct", "gemma-3-270m")
 
 
 def teacher_sets(domain: str, split: str, args):
@@ -172,8 +175,7 @@ def arm_inputs(job: dict, args) -> dict:
     elif arm == "reinforce":
         inputs["selector"] = ReinforceSelector(teachers, encoder())
     else:
-        folder = args.cache / "purified" / f"{job['domain']}-n{count}-seed{job['seed']}" / arm.replace(":", "_")
-        inputs["train"] = load_from_disk(folder)
+        inputs["train"] = load_from_disk(arm_folder(args, job["domain"], count, job["seed"], arm))
     return inputs
 
 
@@ -303,9 +305,14 @@ def mcnemar(a: list[int], b: list[int]) -> dict:
     return {"only_a": only_a, "only_b": only_b, "p": min(1.0, 2 * tail) if n else 1.0}
 
 
+def runs_of(runs: list[dict], domain: str, count: int, arm: str) -> list[dict]:
+    """The runs (one per seed) of an arm with `count` teachers on `domain`."""
+    return [r for r in runs if (r["domain"], r["count"], r["arm"]) == (domain, count, arm)]
+
+
 def per_row(runs: list[dict], domain: str, count: int, arm: str) -> list[float]:
     """Per test row, the arm's correctness averaged over seeds."""
-    chosen = [r["correct"] for r in runs if (r["domain"], r["count"], r["arm"]) == (domain, count, arm)]
+    chosen = [r["correct"] for r in runs_of(runs, domain, count, arm)]
     return [statistics.mean(values) for values in zip(*chosen, strict=True)] if chosen else []
 
 
@@ -315,8 +322,8 @@ def summarise(runs: list[dict], purified: dict, args) -> dict:
     table, paired, cmv = {}, {}, {}
     for domain in args.domains:
         for arm in arms:
-            values = [r["option_ranking"] for r in runs if (r["domain"], r["count"], r["arm"]) == (domain, full, arm)]
-            times = [r["train_seconds"] for r in runs if (r["domain"], r["count"], r["arm"]) == (domain, full, arm)]
+            chosen = runs_of(runs, domain, full, arm)
+            values, times = [r["option_ranking"] for r in chosen], [r["train_seconds"] for r in chosen]
             table.setdefault(domain, {})[arm] = {
                 "mean": statistics.mean(values),
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -324,23 +331,15 @@ def summarise(runs: list[dict], purified: dict, args) -> dict:
                 "train_seconds": statistics.mean(times),
             }
             if "exact_match" in runs[0]:
-                table[domain][arm]["exact_match"] = statistics.mean(
-                    r["exact_match"] for r in runs if (r["domain"], r["count"], r["arm"]) == (domain, full, arm)
-                )
+                table[domain][arm]["exact_match"] = statistics.mean(r["exact_match"] for r in chosen)
             if arm != "all_teachers":
                 baseline = per_row(runs, domain, full, "all_teachers")
                 paired.setdefault(domain, {})[arm] = paired_bootstrap(per_row(runs, domain, full, arm), baseline)
         for arm in ("oracle", *PURIFIERS, *(f"ood:{m}" for m in ROUTERS)):
             gaps = []
             for count in args.teacher_counts:
-                ours = [
-                    r["option_ranking"] for r in runs if (r["domain"], r["count"], r["arm"]) == (domain, count, arm)
-                ]
-                base = [
-                    r["option_ranking"]
-                    for r in runs
-                    if (r["domain"], r["count"], r["arm"]) == (domain, count, "all_teachers")
-                ]
+                ours = [r["option_ranking"] for r in runs_of(runs, domain, count, arm)]
+                base = [r["option_ranking"] for r in runs_of(runs, domain, count, "all_teachers")]
                 if ours and base:
                     gaps.append((statistics.mean(ours), statistics.mean(base)))
             if gaps:
@@ -503,7 +502,8 @@ def learning_check(args) -> dict:
         tokenizer = AutoTokenizer.from_pretrained(output)
         base = AutoModelForCausalLM.from_pretrained(local_causal_lm(STUDENT)).to(args.device)
         model = PeftModel.from_pretrained(base, output)
-        path.write_text(json.dumps(score(model, tokenizer, test_rows(domain, args), "predict: ", args)))
+        prefix = PurifiedDistillConfig.answer_prefix  # the recipe's (a default it keeps)
+        path.write_text(json.dumps(score(model, tokenizer, test_rows(domain, args), prefix, args)))
     trained = json.loads(path.read_text())
     metrics = json.loads((output / "metrics.json").read_text())
     return {

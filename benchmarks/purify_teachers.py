@@ -27,6 +27,7 @@ from hf_know.local_models import local_causal_lm
 from hf_know.purification import AggregationPurifier, generate_rationales, load_tinyllm
 
 LOCAL_TEACHERS = ("smollm2-135m-instruct", "gemma-3-270m")
+TEACHERS = ("flan-t5-xl", "llama-2-chat", *LOCAL_TEACHERS)  # TinyLLM's two, then the local ones
 AGGREGATOR = "smollm2-135m-instruct"  # the one instruction-tuned LLM available offline
 CACHE = Path(__file__).resolve().parent / ".cache" / "purify"
 
@@ -75,7 +76,7 @@ def four_teacher_data(
     """(rows with four teachers' rationales and the local teachers' ranked answers, teacher names), cached."""
     folder = CACHE / "data" / f"{domain}-{split}-{rows or 'all'}-{max_new_tokens}"
     base = tinyllm_rows(domain, split, rows)
-    teachers = ["flan-t5-xl", "llama-2-chat", *LOCAL_TEACHERS]
+    teachers = list(TEACHERS)
     if not (folder / "dataset_info.json").is_file() and (larger := larger_build(folder, rows)) is not None:
         return larger, teachers
     if not (folder / "dataset_info.json").is_file():

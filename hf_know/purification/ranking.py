@@ -11,6 +11,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl.trainer.utils import pad
 
 from .data import task_prompt
 
@@ -34,7 +35,7 @@ def option_log_likelihoods(
     """
     prompt = prompt or (lambda row: task_prompt("predict: ", row["question"], row["choices"]))
     causal = not model.config.is_encoder_decoder
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     space = " " if causal else ""
     pairs = []  # ((row, option), prompt ids, option ids)
     for i, row in enumerate(dataset):
@@ -49,19 +50,19 @@ def option_log_likelihoods(
         chunk = pairs[start : start + batch_size]
         if causal:
             keep = max(len(t) for *_, t in chunk) + 1
-            mask = _pad([[1] * (len(s) + len(t)) for _, s, t in chunk], 0, device, left=True)
+            mask = _tensors([[1] * (len(s) + len(t)) for _, s, t in chunk], 0, device, "left")
             logits = model(
-                input_ids=_pad([s + t for _, s, t in chunk], pad, device, left=True),
+                input_ids=_tensors([s + t for _, s, t in chunk], pad_id, device, "left"),
                 attention_mask=mask,
                 position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                 logits_to_keep=keep,
             ).logits[:, :-1]
-            labels = _pad([[-100] * len(s) + t for _, s, t in chunk], -100, device, left=True)[:, -keep + 1 :]
+            labels = _tensors([[-100] * len(s) + t for _, s, t in chunk], -100, device, "left")[:, -keep + 1 :]
         else:
-            labels = _pad([t for *_, t in chunk], -100, device)
-            mask = _pad([[1] * len(s) for _, s, _ in chunk], 0, device)
-            logits = model(input_ids=_pad([s for _, s, _ in chunk], pad, device), attention_mask=mask, labels=labels)
-            logits = logits.logits
+            labels = _tensors([t for *_, t in chunk], -100, device)
+            mask = _tensors([[1] * len(s) for _, s, _ in chunk], 0, device)
+            inputs = _tensors([s for _, s, _ in chunk], pad_id, device)
+            logits = model(input_ids=inputs, attention_mask=mask, labels=labels).logits
         token_nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, reduction="none")
         mean = -(token_nll.sum(1) / (labels != -100).sum(1).clamp(min=1))
         for ((row, option), *_), value in zip(chunk, mean.tolist(), strict=True):
@@ -74,7 +75,5 @@ def rank_options(scores: list[list[float]], dataset: Dataset | list[dict]) -> li
     return [row["choices"][max(range(len(s)), key=s.__getitem__)] for s, row in zip(scores, dataset, strict=True)]
 
 
-def _pad(sequences: list[list[int]], value: int, device, left: bool = False) -> torch.Tensor:
-    width = max(len(s) for s in sequences)
-    padded = [[value] * (width - len(s)) + s if left else s + [value] * (width - len(s)) for s in sequences]
-    return torch.tensor(padded, device=device)
+def _tensors(sequences: list[list[int]], value: int, device, side: str = "right") -> torch.Tensor:
+    return pad([torch.tensor(s) for s in sequences], value, side).to(device)
