@@ -128,10 +128,12 @@ def test_known_is_finite_for_weights_of_any_magnitude():
     predictor = KnowPredictor.from_pretrained()
     small = torch.randn(64, 5) * 0.05
     for kind, net in predictor.hypermodel.nets.items():
-        assert torch.equal(net.fast_forward(small), net._fast_forward(small, torch.float32, exp_limit=None))
+        assert torch.equal(
+            net.fast_forward(small), net._fast_forward(small, net._packed(torch.float32), exp_limit=None)
+        )
         for magnitude in (27.0, 70.0, 1e3, 1e8):
             trajectory = torch.linspace(0.9, 1.0, 5).repeat(16, 1) * magnitude * torch.randn(16, 1).sign()
-            raw = net._fast_forward(trajectory, torch.float32, exp_limit=None)
+            raw = net._fast_forward(trajectory, net._packed(torch.float32), exp_limit=None)
             steps = net.fast_forward(trajectory)
             assert torch.isfinite(steps).all(), (kind, magnitude)
             assert torch.equal(steps[torch.isfinite(raw)], raw[torch.isfinite(raw)])

@@ -1,5 +1,7 @@
 """The KNOWN hyper-model: architecture, fast path, Hub round trip, and the Keras HDF5 converter."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -18,12 +20,18 @@ def test_known_net_has_the_papers_size_and_fast_path_matches():
         for p in net.parameters():
             p.normal_(0, 0.3)
     trajectory = torch.randn(1000, 5) * 0.1
-    expected = net(trajectory)
+
+    def exact() -> torch.Tensor:  # the layer-by-layer forward in float64
+        return copy.deepcopy(net).double()(trajectory.double()).float()
+
+    expected = exact()
     assert expected.abs().max() < 1 and expected.std() > 1e-3  # tanh-bounded, not degenerate
-    torch.testing.assert_close(net.fast_forward(trajectory), expected, atol=1e-6, rtol=1e-5)
+    # The fast path reassociates sums; it stays as close to the exact value as float32 `forward` (both within 4e-6 over 200 seeds).
+    torch.testing.assert_close(net(trajectory), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(net.fast_forward(trajectory), expected, atol=1e-5, rtol=0)
     with torch.no_grad():  # the packed weights follow parameter updates
         net.head.weight.mul_(-1)
-    torch.testing.assert_close(net.fast_forward(trajectory), net(trajectory), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(net.fast_forward(trajectory), exact(), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="trajectories of length 5"):
         net(torch.zeros(3, 4))
 

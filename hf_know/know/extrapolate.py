@@ -9,9 +9,6 @@ hyper-model recursively, sliding the window over its own predictions, as the pap
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-
 import torch
 
 from .hypermodel import KnowHyperModel
@@ -20,8 +17,6 @@ PREDICTORS = ("naive", "task_vector", "linear", "quadratic", "shrink", "known")
 # Per-step shrink factors of the `shrink` control (our probe of KNOWN's released weights: they shrink conv kernels by
 # about 20% and FC matrices by about 7% per step); biases are left alone.
 DEFAULT_SHRINK = {"conv": 0.2, "fc": 0.07, "bias": 0.0}
-# Rows KNOWN evaluates at once on a CPU core: small enough for its activations to stay in that core's cache.
-KNOWN_BATCH = 2048
 
 
 def min_window(predictor: str, hypermodel: KnowHyperModel | None = None) -> int:
@@ -91,33 +86,4 @@ class Extrapolator:
             if (window, kind) not in self._coefficients:  # once per run, not per chunk
                 self._coefficients[window, kind] = self.coefficients(window, kind)
             return trajectory[:, -window:] @ self._coefficients[window, kind].to(trajectory)
-        net = self.hypermodel.nets[kind]
-        out = torch.empty(len(trajectory), device=trajectory.device)
-
-        def retrodict(rows: slice) -> None:
-            window = trajectory[rows, -self.window :].contiguous()
-            for _ in range(self.steps):
-                predicted = window[:, -1] + net.fast_forward(window)
-                window = torch.cat([window[:, 1:], predicted[:, None]], dim=1)
-            out[rows] = window[:, -1]
-
-        if trajectory.device.type != "cpu":  # one batch: a GPU wants large matmuls
-            retrodict(slice(None))
-            return out
-        batches = [slice(start, start + KNOWN_BATCH) for start in range(0, len(trajectory), KNOWN_BATCH)]
-        with single_threaded_ops() as workers, ThreadPoolExecutor(workers) as pool:
-            list(pool.map(retrodict, batches))  # list() re-raises a worker's error
-        return out
-
-
-@contextmanager
-def single_threaded_ops():
-    """Run torch ops on one thread each while the block's own threads, as many as torch had, run batches side by
-    side: KNOWN's small matmuls and exp units run about twice as fast that way as one batch at a time split across
-    threads (measured on 2 cores). Restores torch's thread count after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield threads
-    finally:
-        torch.set_num_threads(threads)
+        return self.hypermodel.nets[kind].retrodict(trajectory[:, -self.window :], self.steps)

@@ -27,6 +27,10 @@ from ..io import GuardedSaveMixin
 KINDS = ("conv", "fc", "bias")
 # Cap on the exp units' exponent in the float64 fallback: exp(600) ~ 4e260 stays finite through the layers after it.
 EXP_LIMIT = 600.0
+LOG2_E = 1 / math.log(2)
+# Rows KNOWN evaluates at once on a CPU, split across torch's threads: small enough for the activations to stay in
+# cache, large enough to amortise each op's dispatch (measured on 2 cores: 4096 rows run ~1.4x as fast as 1024).
+KNOWN_BATCH = 4096
 CONV_RULES = ("any_kernel", "3x3_only")
 
 
@@ -94,31 +98,64 @@ class KnownNet(nn.Module):
 
     @torch.inference_mode()
     def fast_forward(self, trajectory: torch.Tensor) -> torch.Tensor:
-        """`forward` for inference, about 3x faster on CPU: both branches as one batched matmul per layer, the
+        """`forward` for inference, about 5x faster on CPU: both branches as one batched matmul per layer, the
         difference operator folded into the first layer, the squeeze layer computed from the trajectory directly
-        (both are affine in it), the additive, coefficient and exponent layers as one matmul, in-place activations.
-        Equal to `forward` up to float rounding wherever float32 holds the exp units' values.
+        (both are affine in it), the coefficient and exponent layers as one matmul, the additive layer folded into
+        the out layer (both are linear after the exp unit's sum), `exp` as `exp2` with `log2(e)` folded into the
+        exponent layer (torch's CPU `exp2` is ~3x faster), the head as two matrix-vector products, in-place
+        activations. Equal to `forward` up to float rounding wherever float32 holds the exp units' values.
 
         Range-safe: rows whose float32 result is not finite (the exp units overflow for weights of magnitude above
         a few tens) are recomputed in float64 with the exponent capped at `EXP_LIMIT`, so every finite trajectory
         gets a finite step."""
-        steps = self._fast_forward(trajectory, torch.float32, exp_limit=None)
-        overflowed = ~torch.isfinite(steps)
-        if overflowed.any():
-            rows = trajectory[overflowed].to(torch.float64)
-            steps[overflowed] = self._fast_forward(rows, torch.float64, exp_limit=EXP_LIMIT).to(steps.dtype)
-        return steps
+        return self._range_safe(
+            trajectory, lambda rows, dtype, limit: self._fast_forward(rows, self._packed(dtype), limit)
+        )
 
-    def _fast_forward(self, trajectory: torch.Tensor, dtype: torch.dtype, exp_limit: float | None) -> torch.Tensor:
-        packed = self._packed(dtype)
-        x = trajectory.to(dtype).expand(2, *trajectory.shape)
+    @torch.inference_mode()
+    def retrodict(self, trajectory: torch.Tensor, steps: int) -> torch.Tensor:
+        """The newest value after `steps` KNOWN steps, the window sliding over its own predictions (the paper's
+        recursion): `[N, window]` -> `[N]`, in the trajectory's dtype. A CPU runs `KNOWN_BATCH` rows at a time
+        through all the steps, a GPU every row at once. Range-safe like `fast_forward`, row by row over all the
+        steps."""
+
+        def run(rows: torch.Tensor, dtype: torch.dtype, limit: float | None) -> torch.Tensor:
+            packed = self._packed(dtype)
+            out = rows.new_empty(len(rows))
+            batch = KNOWN_BATCH if rows.device.type == "cpu" else max(len(rows), 1)
+            for start in range(0, len(rows), batch):
+                window = rows[start : start + batch]
+                for _ in range(steps):
+                    predicted = window[:, -1] + self._fast_forward(window, packed, limit)
+                    window = torch.cat([window[:, 1:], predicted[:, None]], dim=1)
+                out[start : start + batch] = window[:, -1]
+            return out
+
+        return self._range_safe(trajectory, run)
+
+    @staticmethod
+    def _range_safe(trajectory: torch.Tensor, run) -> torch.Tensor:
+        """`run(rows, dtype, exp_limit)` in float32, then again in float64 with the exponent capped for the rows
+        whose float32 result is not finite."""
+        values = run(trajectory, torch.float32, None)
+        overflowed = ~torch.isfinite(values)
+        if overflowed.any():
+            values[overflowed] = run(trajectory[overflowed].to(torch.float64), torch.float64, EXP_LIMIT).to(values)
+        return values
+
+    def _fast_forward(self, trajectory: torch.Tensor, packed: dict, exp_limit: float | None) -> torch.Tensor:
+        x = trajectory.to(packed["inp"].dtype).expand(2, *trajectory.shape)
         h = torch.baddbmm(packed["inp_b"], x, packed["inp"])
         c = torch.baddbmm(packed["squeeze_b"], x, packed["squeeze"]).relu_()
-        exponent, coefficient, additive = torch.baddbmm(packed["units_b"], c, packed["units"]).chunk(3, dim=-1)
-        g = exponent.mul_(h)
-        g = (g.clamp_(max=exp_limit) if exp_limit is not None else g).exp_().mul_(coefficient).add_(additive)
-        z = nn.functional.leaky_relu(torch.baddbmm(packed["out_b"], g, packed["out"]), self.negative_slope, True)
-        return torch.bmm(z, packed["head"]).sum(0).squeeze(-1).add_(packed["head_b"]).tanh_()
+        exponent, coefficient = torch.baddbmm(packed["units_b"], c, packed["units"]).chunk(2, dim=-1)
+        exponent = exponent.mul_(h)  # log2(e) * exponent(c) * h
+        if exp_limit is not None:
+            exponent.clamp_(max=exp_limit * LOG2_E)
+        g = exponent.exp2_().mul_(coefficient)
+        z = torch.baddbmm(torch.baddbmm(packed["out_b"], c, packed["additive_out"]), g, packed["out"])
+        z = nn.functional.leaky_relu_(z, self.negative_slope)
+        head = packed["head"]
+        return torch.mv(z[0], head[0]).add_(torch.mv(z[1], head[1])).add_(packed["head_b"]).tanh_()
 
     def _packed(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Both branches' weights stacked `[2, in, out]` in `dtype` on the parameters' device; rebuilt when any
@@ -133,24 +170,39 @@ class KnownNet(nn.Module):
 
     def _pack(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         weight = self.head.weight
+        branches = (self.values, self.differences)
+
         # differences = trajectory @ eye.diff(), so the difference branch's first layer absorbs the operator.
         difference_operator = torch.eye(self.window, dtype=weight.dtype, device=weight.device).diff(dim=1)
-        branches = (self.values, self.differences)
-        inp = torch.stack([self.values.inp.weight.T, difference_operator @ self.differences.inp.weight.T])
-        inp_b = torch.stack([branch.inp.bias for branch in branches])[:, None]
-        units = ("exponent", "coefficient", "additive")
+        operators = (torch.eye(self.window, dtype=weight.dtype, device=weight.device), difference_operator)
+
+        def stacked(layer: str) -> tuple[torch.Tensor, torch.Tensor]:  # `[2, in, out]` weights, `[2, 1, out]` biases
+            layers = [getattr(branch, layer) for branch in branches]
+            weights = [m.weight.T for m in layers]
+            if layer == "inp":
+                weights = [operator @ w for operator, w in zip(operators, weights, strict=True)]
+            return torch.stack(weights), torch.stack([m.bias for m in layers])[:, None]
+
+        inp, inp_b = stacked("inp")
+        squeeze, squeeze_b = stacked("squeeze")
+        exponent, exponent_b = stacked("exponent")
+        coefficient, coefficient_b = stacked("coefficient")
+        additive, additive_b = stacked("additive")
+        out, out_b = stacked("out")
         packed = {
             "inp": inp,
             "inp_b": inp_b,
             # squeeze(inp(x)) is affine in x: one [window, bottleneck] matmul instead of two.
-            "squeeze": inp @ torch.stack([branch.squeeze.weight.T for branch in branches]),
-            "squeeze_b": inp_b @ torch.stack([branch.squeeze.weight.T for branch in branches])
-            + torch.stack([branch.squeeze.bias for branch in branches])[:, None],
-            "units": torch.stack([torch.cat([getattr(b, u).weight.T for u in units], dim=1) for b in branches]),
-            "units_b": torch.stack([torch.cat([getattr(b, u).bias for u in units]) for b in branches])[:, None],
-            "out": torch.stack([branch.out.weight.T for branch in branches]),
-            "out_b": torch.stack([branch.out.bias for branch in branches])[:, None],
-            "head": weight.reshape(2, -1, 1),
+            "squeeze": inp @ squeeze,
+            "squeeze_b": inp_b @ squeeze + squeeze_b,
+            # exp(a) = exp2(log2(e) a): the exponent layer absorbs the factor.
+            "units": torch.cat([exponent * LOG2_E, coefficient], dim=-1),
+            "units_b": torch.cat([exponent_b * LOG2_E, coefficient_b], dim=-1),
+            # out(additive(c) + u) = c @ (additive @ out) + out(u): the additive layer folds into the out layer.
+            "additive_out": additive @ out,
+            "out": out,
+            "out_b": additive_b @ out + out_b,
+            "head": weight.reshape(2, -1),
             "head_b": self.head.bias,
         }
         return {name: value.detach().to(dtype).contiguous() for name, value in packed.items()}
