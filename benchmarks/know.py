@@ -363,12 +363,12 @@ PREDICT_CODE = """
 import json, sys, time
 from hf_know.know import KnowPredictor
 checkpoints, output, predictor, device = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 KnowPredictor.from_pretrained().predict(checkpoints, 1, output, predictor=predictor, device=device)
-seconds = time.perf_counter() - start
+seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
 # VmHWM is this process's own peak (ru_maxrss would include the forking parent's, inherited across exec).
 peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"seconds": seconds, "max_rss_mb": peak_kb / 1024}))
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "max_rss_mb": peak_kb / 1024}))
 """
 
 
@@ -588,13 +588,14 @@ def markdown(report: dict) -> str:
             "## Cost (fresh process, wall clock of `predict` x2, I/O included; the fastest of the runs, each run's "
             "parameters / s listed)",
             "",
-            "| run | parameters | seconds | parameters / s | every run | peak RSS (MB) | load |",
-            "|---|---|---|---|---|---|---|",
+            "| run | parameters | seconds | CPU seconds | parameters / s | every run | peak RSS (MB) | load |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for key, c in report["cost"].items():
             every = ", ".join(f"{r['parameters_per_second'] / 1e6:.2f}M" for r in c.get("runs", [c]))
+            cpu = f"{c['cpu_seconds']:.1f}" if "cpu_seconds" in c else "-"
             lines.append(
-                f"| {key.split('@')[0]} | {c['parameters']:,} | {c['seconds']:.1f} | "
+                f"| {key.split('@')[0]} | {c['parameters']:,} | {c['seconds']:.1f} | {cpu} | "
                 f"{c['parameters_per_second'] / 1e6:.2f}M | {every} | {c['max_rss_mb']:.0f} | {c['load_average']:.2f} |"
             )
         lines.append("")
