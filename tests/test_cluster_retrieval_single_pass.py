@@ -5,6 +5,7 @@ import pytest
 import torch
 from peft import get_peft_model
 from torch import nn
+from transformers import LlamaConfig, LlamaForSequenceClassification
 
 import hf_know
 from hf_know.backbones import efficientnet_lite0
@@ -82,6 +83,41 @@ def test_a_forward_that_writes_a_generation_cache_embeds_in_a_separate_pass():
         torch.testing.assert_close(cached, lm(**prompts["b"], adapter_names=[1] * 4).logits)
     generated = lm.generate(**prompts["b"], max_new_tokens=3, do_sample=False)
     assert torch.equal(generated, lm.generate(**prompts["b"], max_new_tokens=3, do_sample=False, adapter_names=[1] * 4))
+
+
+def test_a_classifier_on_a_decoder_shares_the_prefix_and_builds_no_cache():
+    """A sequence classifier on a causal LM cannot generate, yet its config's `use_cache` makes the decoder build a
+    cache: blocks run twice used to fill it twice (a shape error). The routed forward now asks for no cache."""
+    torch.manual_seed(0)
+    base = LlamaForSequenceClassification(
+        LlamaConfig(
+            vocab_size=101, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=2, pad_token_id=100, num_labels=4, use_cache=True,
+        )
+    )  # fmt: skip
+    config = hf_know.ClusterRetrievalAdapterConfig(
+        target_modules=r"model\.layers\.1\.self_attn\.(q_proj|v_proj)|score",
+        r=4,
+        pooling="mean",
+        retrieval_space="frozen_backbone",
+        feature_layer=2,
+    )
+    model = get_peft_model(base, config)
+    for name, data in (("a", [A, batch(0, 10, n=24)]), ("b", [B, batch(90, 100, n=24)])):
+        model.add_task(name)
+        perturb_trainable(model)
+        model.fit_signature(name, data)
+    model.eval()
+    both = {k: torch.cat([A[k], B[k]]) for k in A}
+    embeddings = counting(model.base_model.model.model.embed_tokens)
+    layers = [counting(layer) for layer in model.base_model.model.model.layers]
+    with torch.no_grad():
+        free = model(**both)
+    assert len(embeddings) == 1 and [len(calls) for calls in layers] == [1, 2, 1]
+    assert free.past_key_values is None
+    found, _ = model.retrieve(**both)
+    with torch.no_grad():
+        torch.testing.assert_close(free.logits, model(**both, adapter_names=found.tolist()).logits)
 
 
 def test_an_embedding_pass_stops_after_the_feature_layer_of_a_transformer():

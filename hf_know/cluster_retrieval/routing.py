@@ -13,6 +13,8 @@ or task-adapted retrieval) a separate embedding pass runs first.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -200,7 +202,7 @@ class TaskRouting:
         if key not in self._pass_points:  # the model's structure is read once per adapter and feature layer
             self._pass_points[key] = self._pass_point(adapter, config.feature_layer)
         point = self._pass_points[key]
-        return None if point is None or (point[2] and not self._writes_no_cache(kwargs)) else point
+        return None if point is None or (point[2] and not self._ensure_no_cache(kwargs)) else point
 
     def _pass_point(self, adapter: str, feature_layer: int) -> tuple[nn.Module, bool, list[nn.Module]] | None:
         _, _, blocks = block_stack(self.model)
@@ -218,12 +220,21 @@ class TaskRouting:
         first = [i for i, block in enumerate(blocks) if order[block] <= min(adapted)]
         return (blocks[first[-1]], True, list(blocks[first[-1] : layer])) if first else None
 
-    def _writes_no_cache(self, kwargs: dict) -> bool:
-        """Whether a forward surely writes no generation cache, so that blocks may run twice."""
+    def _ensure_no_cache(self, kwargs: dict) -> bool:
+        """Whether this forward writes no generation cache, so that blocks may run twice: it is given no cache, and
+        `use_cache=False` is passed, or the model cannot generate. A model that cannot generate but still builds a
+        cache (a sequence classifier on a decoder, whose config says `use_cache`) is then passed `use_cache=False`:
+        nobody reads that cache, and blocks run twice would fill it twice."""
         if caches(kwargs):
             return False
+        if kwargs.get("use_cache") is not None:
+            return kwargs["use_cache"] is False
         can_generate = getattr(self.model, "can_generate", None)
-        return kwargs.get("use_cache") is False or not (callable(can_generate) and can_generate())
+        if callable(can_generate) and can_generate():
+            return False
+        if "use_cache" in inspect.signature(self.model.forward).parameters:
+            kwargs["use_cache"] = False  # `_route` returns these kwargs to the forward
+        return True
 
     def _route_in_pass(self, points: dict[str, tuple[nn.Module, bool, list[nn.Module]]], kwargs: dict) -> None:
         """Hook each adapter's feature point (`_single_pass_point`) for this forward: the frozen hidden state at the
