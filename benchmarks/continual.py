@@ -143,7 +143,7 @@ SCALES = {
         "digits": {},
         "brown": {"train_per_class": 100, "test_per_class": 60},
         "tinyllm": {"train_per_class": 150, "test_per_class": 60},
-        "brown_smollm2": {"train_per_class": 50, "test_per_class": 40, "seeds": (0,)},  # ~40 min on 2 cores
+        "brown_smollm2": {"train_per_class": 50, "test_per_class": 40, "seeds": (0,)},  # a 135M-parameter LM: one seed
     },
     "smoke": {
         "image_size": 32,
