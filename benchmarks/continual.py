@@ -24,8 +24,8 @@ PROTEUS sits where retrieval is single-pass: its task modules adapt the top of t
 last two blocks, the head conv and the classifier of EfficientNet-Lite0; the attention and MLP of the last two layers,
 pooler and classifier of MiniLM; attention queries and values, MLP up and down projections of the last two of
 SmolLM2's 30 layers and its head), the routing embedding is the frozen hidden state below them (the output of block
-14 of 16 / layer 4 of 6 / layer 28 of 30), read during the prediction's own forward. Signatures: one shrunk full-covariance Gaussian
-per class of the task (`class_gaussian`), fitted on the task's own training inputs only.
+14 of 16 / layer 4 of 6 / layer 28 of 30), read during the prediction's own forward. Signatures: one shrunk
+full-covariance Gaussian per class of the task (`class_gaussian`), fitted on the task's own training inputs only.
 
 Arms, same targets, rank 8, optimiser, learning rate and epochs for all:
 

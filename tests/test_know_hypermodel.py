@@ -26,7 +26,8 @@ def test_known_net_has_the_papers_size_and_fast_path_matches():
 
     expected = exact()
     assert expected.abs().max() < 1 and expected.std() > 1e-3  # tanh-bounded, not degenerate
-    # The fast path reassociates sums; it stays as close to the exact value as float32 `forward` (both within 4e-6 over 200 seeds).
+    # The fast path reassociates sums; it stays as close to the exact value as float32 `forward` does (both
+    # within 4e-6 over 200 seeds).
     torch.testing.assert_close(net(trajectory), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(net.fast_forward(trajectory), expected, atol=1e-5, rtol=0)
     with torch.no_grad():  # the packed weights follow parameter updates
