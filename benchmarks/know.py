@@ -347,15 +347,13 @@ def trained(checkpoint: Path, record: Path, fit) -> float | None:
 
     def compute():
         if checkpoint.exists():
-            UNTIMED.append(str(checkpoint))
             return {"untimed": True}
         fit()
         return {}
 
     result = cached(record, compute, fresh=False)
     if result.get("untimed"):
-        if str(checkpoint) not in UNTIMED:
-            UNTIMED.append(str(checkpoint))
+        UNTIMED.append(str(checkpoint))
         return None
     return result["run_seconds"]
 
