@@ -328,7 +328,7 @@ def summarise(runs: list[dict], purified: dict, args) -> dict:
                 "mean": statistics.mean(values),
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "seeds": len(values),
-                "train_seconds": statistics.mean(times),
+                "train_seconds": statistics.median(times),  # robust to a run slowed by other load
             }
             if "exact_match" in runs[0]:
                 table[domain][arm]["exact_match"] = statistics.mean(r["exact_match"] for r in chosen)
@@ -400,7 +400,8 @@ def write_report(result: dict, path: Path) -> None:
         "Paired: arm minus TinyLLM all-teachers per test row (seeds averaged), paired bootstrap 95% interval and p.",
     ]
     for domain, rows in summary["table"].items():
-        lines += ["", f"## {domain}", "", "| arm | accuracy | vs all-teachers | p | train s |", "|---|---|---|---|---|"]
+        header = "| arm | accuracy | vs all-teachers | p | train s (median) |"
+        lines += ["", f"## {domain}", "", header, "|---|---|---|---|---|"]
         for arm, row in rows.items():
             paired = summary["paired_vs_all_teachers"].get(domain, {}).get(arm)
             versus = "-"
