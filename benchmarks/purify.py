@@ -3,6 +3,7 @@
     python benchmarks/purify.py --learning-check     # CPU: OBQA, every arm at a smoke budget, and the README recipe
     python benchmarks/purify.py --scale smoke        # minutes: the pipeline end to end
     python benchmarks/purify.py --device cuda --bf16 --scale paper --workers 16   # GPU: 4 domains, 3 seeds
+    python benchmarks/purify.py --domains obqa arc --output results/purify_ood   # CPU: out of domain, own file
 
 Student: SmolLM2-135M-Instruct (`hf_know.local_models`) with a LoRA adapter (r 16, all linear layers), trained by
 `PurifiedDistillTrainer` on the answer task plus the arm's rationales, scored on the test rows by option ranking
@@ -557,6 +558,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default).")
     parser.add_argument("--learning-check", action="store_true", help="Also the README recipe against zero-shot.")
     parser.add_argument("--progress", action="store_true", help="Trainer progress bars.")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="Results path without suffix. Default: results/purify[_<scale>]."
+    )
     args = parser.parse_args()
     for key, value in SCALES[args.scale].items():
         if getattr(args, key, None) is None:
@@ -588,7 +592,8 @@ def main() -> None:
     if args.learning_check:
         result["learning_check"] = learning_check(args)
     suffix = "" if args.scale == "cpu" else f"_{args.scale}"
-    path = RESULTS / f"purify{suffix}.json"
+    path = (args.output or RESULTS / f"purify{suffix}").with_suffix(".json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     write_report(result, path)
     print(path.with_suffix(".md").read_text())
