@@ -3,7 +3,7 @@
     python benchmarks/purify.py --learning-check     # CPU: OBQA, every arm at a smoke budget, and the README recipe
     python benchmarks/purify.py --scale smoke        # minutes: the pipeline end to end
     python benchmarks/purify.py --device cuda --bf16 --scale paper --workers 16   # GPU: 4 domains, 3 seeds
-    python benchmarks/purify.py --domains obqa arc --output results/purify_ood   # CPU: out of domain, own file
+    python benchmarks/purify.py --domains obqa arc --output benchmarks/results/purify_ood   # out of domain
 
 Student: SmolLM2-135M-Instruct (`hf_know.local_models`) with a LoRA adapter (r 16, all linear layers), trained by
 `PurifiedDistillTrainer` on the answer task plus the arm's rationales, scored on the test rows by option ranking
