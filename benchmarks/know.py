@@ -140,6 +140,8 @@ SYNTHETIC_WIDTH = 4096
 # Runs per (predictor, size) in the cost part; the fastest counts.
 COST_REPEATS = 2
 DEFAULT_SETTINGS = [name for name in RECIPES if name != "digits_converged"]
+# The settings `--parts meta` collects trajectories of: the default hyper-model's real meta-training runs.
+META_SETTINGS = ("fashion_mnist", "digits", "text")
 # Trajectories and references trained before their training time was recorded (this invocation's runs).
 UNTIMED: list[str] = []
 # The adapter setting: LoRA on MiniLM's attention, the new head trained in full and saved with the adapter.
@@ -722,6 +724,7 @@ def main() -> None:
         report["meta_trajectories"] = [
             os.path.relpath(meta_trajectory(name, seed, scale, args), CACHE.parent.parent)
             for name in args.settings
+            if name in META_SETTINGS
             for seed in scale["meta_seeds"]
         ]
     if "cost" in args.parts:
