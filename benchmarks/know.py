@@ -87,7 +87,7 @@ from hf_know.know.checkpoints import ADAPTER_FILE, OutputTensor, ShardedCheckpoi
 from hf_know.know.keras import convert_keras_weights
 from hf_know.know.metatrain import read_trajectory, training_pairs
 from hf_know.know.predictor import tensor_role
-from hf_know.know.trajectory import load_session, save_weights
+from hf_know.know.trajectory import load_session, save_weights, trajectory_checkpoints
 
 RESULTS = Path(__file__).parent / "results"
 CACHE = Path(__file__).parent / ".cache" / "know"
@@ -288,8 +288,7 @@ def run_seed(name: str, seed: int, scale: dict, args, known: dict) -> dict:
         folder / "arms" / "train-trajectory.json",
         lambda: trajectory(name, build, pool, collate, recipe, n0, seed, folder / "trajectory", args.device),
     )
-    checkpoints = trajectory(name, build, pool, collate, recipe, n0, seed, folder / "trajectory", args.device)
-    window = checkpoints[-WINDOW:]
+    window = trajectory_checkpoints(folder / "trajectory", SESSIONS)[-WINDOW:]
     full = weights(Path(window[-1]))
     names = predicted_names(full, (Path(window[-1]) / ADAPTER_FILE).is_file())
     references = {}
@@ -709,7 +708,7 @@ def main() -> None:
         "versions": versions(),
         "hypermodels": {arm: digest for arm, (_, digest) in known.items()},
         "runs": COMPUTE,
-        "untimed": 0,
+        "untimed": previous.get("untimed", 0),
         "cost_seconds": previous.get("cost_seconds"),
         "results": previous.get("results", {}),
         "meta_trajectories": previous.get("meta_trajectories", []),

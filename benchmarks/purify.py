@@ -119,10 +119,21 @@ def fit_router(method: str, teachers: list[str], encoder, data: Dataset, scores:
 
 def purified_sets(domain: str, count: int, seed: int, args, encoder: SentenceEncoder) -> dict:
     """Per arm, the training set it distils from (saved under the cache), and the routers' agreement with the
-    oracle on the agreement rows; computed once per (domain, teacher count, seed)."""
+    oracle on the agreement rows; computed once per (domain, teacher count, seed). A record made without the
+    out-of-domain arms this run needs gains them (the arms already saved are kept as they are); one whose
+    out-of-domain routers were fitted on other domains than this run's is refused."""
     done = arm_folder(args, domain, count, seed, "agreement.json")
+    others = [d for d in args.domains if d != domain]
     if done.is_file():
-        return json.loads(done.read_text())
+        cached = json.loads(done.read_text())
+        fitted_on = cached.get("ood_fitted_on", [])
+        if fitted_on == others or not others:
+            return cached
+        if fitted_on:
+            raise ValueError(
+                f"{done}: the cached out-of-domain routers of {domain} were fitted on {fitted_on}, this run's other "
+                f"domains are {others}; run these domains with another --scale cache, or the same domains again."
+            )
     train, teachers = teacher_sets(domain, "train", args)
     probe, _ = teacher_sets(domain, "test", args)
     train, probe, teachers = first_teachers(train, count), first_teachers(probe, count), teachers[:count]
@@ -134,7 +145,6 @@ def purified_sets(domain: str, count: int, seed: int, args, encoder: SentenceEnc
         train, teachers, domain, args.train_rows, args.device, args.bf16, args.generation_batch
     )
     fits = {"": (train, scores)}  # arm-name prefix -> the rows a router is fitted on, and their labels
-    others = [d for d in args.domains if d != domain]
     if others:  # out of domain: fitted on the other domains' questions only, never on this one's
         pooled = concatenate_datasets([first_teachers(teacher_sets(d, "train", args)[0], count) for d in others])
         fits["ood:"] = (pooled, teacher_scores(pooled, encoder))
@@ -146,8 +156,10 @@ def purified_sets(domain: str, count: int, seed: int, args, encoder: SentenceEnc
             sets[arm] = router.purify(train)
             quality[arm] = agreement(router.purify(probe)["purified_teacher"], teachers, probe_scores)
     for arm, data in sets.items():
-        data.save_to_disk(arm_folder(args, domain, count, seed, arm))
+        if not arm_folder(args, domain, count, seed, arm).exists():  # a cached arm's runs trained on the saved set
+            data.save_to_disk(arm_folder(args, domain, count, seed, arm))
     result = {
+        "ood_fitted_on": others,
         "quality": quality,
         "support_best_share": dict(
             zip(teachers, (best_teacher_targets(scores) > 0).float().mean(0).tolist(), strict=True)

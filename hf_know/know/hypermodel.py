@@ -126,10 +126,10 @@ class KnownNet(nn.Module):
             batch = KNOWN_BATCH if rows.device.type == "cpu" else max(len(rows), 1)
             for start in range(0, len(rows), batch):
                 window = rows[start : start + batch]
-                for _ in range(steps):
+                for _ in range(steps - 1):
                     predicted = window[:, -1] + self._fast_forward(window, packed, limit)
                     window = torch.cat([window[:, 1:], predicted[:, None]], dim=1)
-                out[start : start + batch] = window[:, -1]
+                torch.add(window[:, -1], self._fast_forward(window, packed, limit), out=out[start : start + batch])
             return out
 
         return self._range_safe(trajectory, run)
@@ -139,8 +139,8 @@ class KnownNet(nn.Module):
         """`run(rows, dtype, exp_limit)` in float32, then again in float64 with the exponent capped for the rows
         whose float32 result is not finite."""
         values = run(trajectory, torch.float32, None)
-        overflowed = ~torch.isfinite(values)
-        if overflowed.any():
+        if not torch.isfinite(values.sum()):  # one pass: any NaN or infinity makes the sum non-finite
+            overflowed = ~torch.isfinite(values)
             values[overflowed] = run(trajectory[overflowed].to(torch.float64), torch.float64, EXP_LIMIT).to(values)
         return values
 

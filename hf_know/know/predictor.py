@@ -264,14 +264,15 @@ def _write_weights(folder, readers, roles, extrapolator, record, chunk_size, max
             kind, readers = tensor_kind(info.shape, record["conv_rule"]), sources(name)
             for start in range(0, info.numel, chunk_size):
                 stop = min(start + chunk_size, info.numel)
-                values = [_checked(v, reader, name, start) for v, reader in zip(next(stream), readers, strict=True)]
+                values = next(stream)
                 if roles[name] == "predict":
-                    window = torch.stack(values, dim=1).to(**compute, non_blocking=True)
+                    window = _checked_window(values, readers, name, start, compute["dtype"])
+                    window = window.to(compute["device"], non_blocking=True)
                     writer.write(_finite_prediction(extrapolator(window, kind).to("cpu", info.dtype), name, start))
                 elif not values:
                     writer.write(torch.full((stop - start,), norm_reset_value(name), dtype=info.dtype))
                 else:
-                    writer.write(values[0])
+                    writer.write(_checked(values[0], readers[0], name, start))
                 progress.update(stop - start)
     writer.close()
 
@@ -372,6 +373,20 @@ def _read_all(readers: list[CheckpointReader], name: str, start: int, stop: int)
     return [reader.read(name, start, stop) for reader in readers]
 
 
+def _checked_window(
+    values: list[torch.Tensor], readers: list[CheckpointReader], name: str, start: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """The chunks read from each checkpoint as the columns of one `[n, S]` trajectory in `dtype`, refused like
+    `_checked` if a value is NaN or infinite."""
+    window = torch.empty(len(values[0]), len(values), dtype=dtype)
+    for column, chunk in enumerate(values):
+        window[:, column] = chunk
+    if _first_non_finite(window) is not None:
+        for chunk, reader in zip(values, readers, strict=True):
+            _checked(chunk, reader, name, start)
+    return window
+
+
 def _checked(values: torch.Tensor, reader: CheckpointReader, name: str, start: int) -> torch.Tensor:
     """`values` read from `reader` at `start`, refused if a floating value is NaN or infinite."""
     if values.is_floating_point() and (bad := _first_non_finite(values)) is not None:
@@ -395,8 +410,11 @@ def _finite_prediction(values: torch.Tensor, name: str, start: int) -> torch.Ten
 
 
 def _first_non_finite(values: torch.Tensor) -> int | None:
-    """Index of the first NaN or infinite element of a flat tensor, or None."""
-    finite = torch.isfinite(values)
+    """Index of the first NaN or infinite element of a tensor (flat), or None. A NaN or infinity anywhere makes the
+    sum non-finite, so a finite sum settles the common case in one pass."""
+    if torch.isfinite(values.sum()):
+        return None
+    finite = torch.isfinite(values.reshape(-1))
     return None if finite.all() else int((~finite).nonzero()[0, 0])
 
 
