@@ -149,6 +149,18 @@ def test_large_weights_give_a_finite_known_prediction(tmp_path):
     assert torch.isfinite(load_file(out / "model.safetensors")["big.weight"]).all()
 
 
+def test_finite_weights_whose_sum_overflows_are_not_refused(tmp_path):
+    """The finiteness check sums each chunk first; when the sum overflows although every value is finite, the exact
+    check decides, so such a checkpoint is read and its prediction written."""
+    folders = []
+    for i in range(2):
+        folders.append(tmp_path / f"ckpt-{i}")
+        folders[-1].mkdir()
+        save_file({"layer.weight": torch.full((4, 4), 3e38)}, folders[-1] / "model.safetensors")
+    out = KnowPredictor().predict(folders, 1, tmp_path / "out", predictor="naive")
+    assert torch.equal(load_file(out / "model.safetensors")["layer.weight"], torch.full((4, 4), 3e38))
+
+
 def test_a_prediction_that_overflows_its_dtype_is_an_error_not_a_checkpoint(tmp_path):
     folders = []
     for i, value in enumerate((-60000.0, 60000.0)):  # fp16 holds at most 65504
