@@ -132,7 +132,7 @@ def purified_sets(domain: str, count: int, seed: int, args, encoder: SentenceEnc
         if fitted_on:
             raise ValueError(
                 f"{done}: the cached out-of-domain routers of {domain} were fitted on {fitted_on}, this run's other "
-                f"domains are {others}; run these domains with another --scale cache, or the same domains again."
+                f"domains are {others}; run the domains of the run that cached it, or another --scale (its own cache)."
             )
     train, teachers = teacher_sets(domain, "train", args)
     probe, _ = teacher_sets(domain, "test", args)
@@ -156,8 +156,9 @@ def purified_sets(domain: str, count: int, seed: int, args, encoder: SentenceEnc
             sets[arm] = router.purify(train)
             quality[arm] = agreement(router.purify(probe)["purified_teacher"], teachers, probe_scores)
     for arm, data in sets.items():
-        if not arm_folder(args, domain, count, seed, arm).exists():  # a cached arm's runs trained on the saved set
-            data.save_to_disk(arm_folder(args, domain, count, seed, arm))
+        folder = arm_folder(args, domain, count, seed, arm)
+        if not folder.exists():  # a cached arm's runs trained on the set saved there
+            data.save_to_disk(folder)
     result = {
         "ood_fitted_on": others,
         "quality": quality,

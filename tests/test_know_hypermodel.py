@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hf_know.know import KnowHyperModel, KnownNet, KnowPredictor, tensor_kind
+from hf_know.know.hypermodel import KNOWN_BATCH
 from hf_know.know.keras import convert_keras_weights, keras_layer_order
 from hf_know.know.metatrain import MetaDataConfig, collect_meta_trajectories, training_pairs
 
@@ -35,6 +36,23 @@ def test_known_net_has_the_papers_size_and_fast_path_matches():
     torch.testing.assert_close(net.fast_forward(trajectory), exact(), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="trajectories of length 5"):
         net(torch.zeros(3, 4))
+
+
+def test_retrodict_is_the_papers_recursion_across_batches():
+    """`retrodict` slides the window over its own predictions: k steps equal k applications of the layer-by-layer
+    forward, on rows spanning more than one CPU batch; a float64 trajectory keeps its precision."""
+    net = KnownNet(window=5)
+    trajectory = (torch.randn(KNOWN_BATCH + 3, 1) + torch.randn(KNOWN_BATCH + 3, 5) * 0.01).double()
+    window = trajectory.clone()
+    for _ in range(3):
+        with torch.no_grad():
+            predicted = window[:, -1] + net.float()(window.float()).double()
+        window = torch.cat([window[:, 1:], predicted[:, None]], dim=1)
+    got = net.retrodict(trajectory, 3)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, window[:, -1], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="steps=0"):
+        net.retrodict(trajectory, 0)
 
 
 @pytest.mark.parametrize(

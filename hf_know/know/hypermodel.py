@@ -119,6 +119,8 @@ class KnownNet(nn.Module):
         recursion): `[N, window]` -> `[N]`, in the trajectory's dtype. A CPU runs `KNOWN_BATCH` rows at a time
         through all the steps, a GPU every row at once. Range-safe like `fast_forward`, row by row over all the
         steps."""
+        if steps < 1:
+            raise ValueError(f"steps={steps}: expected a positive number of KNOWN steps.")
 
         def run(rows: torch.Tensor, dtype: torch.dtype, limit: float | None) -> torch.Tensor:
             packed = self._packed(dtype)
@@ -139,8 +141,8 @@ class KnownNet(nn.Module):
         """`run(rows, dtype, exp_limit)` in float32, then again in float64 with the exponent capped for the rows
         whose float32 result is not finite."""
         values = run(trajectory, torch.float32, None)
-        if not torch.isfinite(values.sum()):  # one pass: any NaN or infinity makes the sum non-finite
-            overflowed = ~torch.isfinite(values)
+        overflowed = ~torch.isfinite(values)
+        if overflowed.any():
             values[overflowed] = run(trajectory[overflowed].to(torch.float64), torch.float64, EXP_LIMIT).to(values)
         return values
 
