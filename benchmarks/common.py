@@ -76,6 +76,19 @@ def summarize(values: list[float]) -> dict:
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
 
 
+def percent(stats: dict) -> str:
+    """`summarize`'s figure of a share as "mean ± std" in percent."""
+    return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+
+
+def write_results(output: Path, results: dict, lines: list[str]) -> None:
+    """`output`.json (the results) and `output`.md (the report `lines`), which is also printed."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    output.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def goals_table(goals: dict[str, bool]) -> list[str]:
     """Markdown lines of a results file's goals section (none when there are no goals)."""
     if not goals:

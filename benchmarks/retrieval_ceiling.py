@@ -20,7 +20,6 @@ output of single blocks, of three blocks concatenated, and of the head, at 300 a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 import warnings
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import frozen_features, machine, summarize, versions
+from common import frozen_features, machine, percent, summarize, versions, write_results
 from tqdm.auto import tqdm
 
 from hf_know.backbones import efficientnet_lite0
@@ -174,8 +173,7 @@ def main() -> None:
         "|---|" + "---|" * len(DATASETS),
     ]
     for method in table["digits"]:
-        cells = [f"{100 * table[d][method]['mean']:.1f} ± {100 * table[d][method]['std']:.1f}" for d in DATASETS]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | " + " | ".join(percent(table[d][method]) for d in DATASETS) + " |")
     if scan_table:
         lines += [
             "",
@@ -188,15 +186,9 @@ def main() -> None:
             "|---|" + "---|" * len(scan_table),
         ]
         for src in SCAN_SOURCES:
-            cells = [
-                " / ".join(f"{100 * t[src][k]['mean']:.1f} ± {100 * t[src][k]['std']:.1f}" for k in t[src])
-                for t in scan_table.values()
-            ]
+            cells = [" / ".join(percent(stats) for stats in t[src].values()) for t in scan_table.values()]
             lines.append(f"| {src} | " + " | ".join(cells) + " |")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".json").write_text(json.dumps(output, indent=2))
-    args.output.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.output, output, lines)
 
 
 if __name__ == "__main__":

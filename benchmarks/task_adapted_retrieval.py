@@ -19,14 +19,13 @@ routed to their own task by:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import COMPUTE, cached, machine, summarize, training_arguments, versions
+from common import COMPUTE, cached, machine, percent, summarize, training_arguments, versions, write_results
 from continual import (
     CACHE,
     SCALES,
@@ -148,12 +147,8 @@ def main() -> None:
         "|---|" + "---|" * len(args.streams),
     ]
     for route in ROUTES:
-        cells = [f"{100 * table[s][route]['mean']:.1f} ± {100 * table[s][route]['std']:.1f}" for s in args.streams]
-        lines.append(f"| {route} | " + " | ".join(cells) + " |")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".json").write_text(json.dumps(output, indent=2))
-    args.output.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        lines.append(f"| {route} | " + " | ".join(percent(table[s][route]) for s in args.streams) + " |")
+    write_results(args.output, output, lines)
 
 
 if __name__ == "__main__":
