@@ -284,13 +284,13 @@ def logits_of(model, dataset, collate, task: int | None = None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def frozen_embeddings(model, dataset, collate) -> tuple[torch.Tensor, torch.Tensor]:
-    """(routing embeddings through the frozen backbone [N, D], labels [N])."""
+def embeddings(model, dataset, collate, task: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(routing embeddings [N, D] through the frozen backbone, or through `task`'s module; labels [N])."""
     device = next(model.parameters()).device
     rows, labels = [], []
     for batch in loader(dataset, collate):
         labels.append(batch.pop("labels"))
-        rows.append(model.embed(**{k: v.to(device) for k, v in batch.items()}).cpu())
+        rows.append(model.embed(task=task, **{k: v.to(device) for k, v in batch.items()}).cpu())
     return torch.cat(rows), torch.cat(labels)
 
 
@@ -362,8 +362,8 @@ def proteus(stream, tasks, seed, scale, targs, collate) -> dict:
     # logits[k][j]: test set j through task k's module (the modules are frozen once trained, so "after task t" is
     # exactly tasks 0..t of the final model)
     logits = [[logits_of(model, test, collate, k) for _, _, test in tasks] for k in range(m)]
-    train = [frozen_embeddings(model, train_set, collate) for _, train_set, _ in tasks]
-    test = [frozen_embeddings(model, test_set, collate)[0] for _, _, test_set in tasks]
+    train = [embeddings(model, train_set, collate) for _, train_set, _ in tasks]
+    test = [embeddings(model, test_set, collate)[0] for _, _, test_set in tasks]
     guesses = [torch.stack([predict_among(logits[k][j], classes[k]) for k in range(m)]) for j in range(m)]
     truth = [labels_of(test_set) for _, _, test_set in tasks]
 

@@ -30,8 +30,8 @@ from continual import (
     CACHE,
     SCALES,
     STREAMS,
+    embeddings,
     load_stream,
-    loader,
     logits_of,
     make_base,
     proteus_config,
@@ -44,17 +44,6 @@ from hf_know.cluster_retrieval import fit_signature, retrieve
 
 RESULTS = Path(__file__).parent / "results"
 ROUTES = ("frozen@14", "frozen@last", "task_adapted@last", "module_confidence")
-
-
-@torch.no_grad()
-def embeddings(model, dataset, collate, task: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pooled embeddings at the config's `feature_layer` through `task`'s module, or frozen if None; labels)."""
-    device = next(model.parameters()).device
-    rows, labels = [], []
-    for batch in loader(dataset, collate):
-        labels.append(batch.pop("labels"))
-        rows.append(model.embed(task=task, **{k: v.to(device) for k, v in batch.items()}).cpu())
-    return torch.cat(rows), torch.cat(labels)
 
 
 def class_gaussian_retrieval(train: list, test: list[list[torch.Tensor]]) -> list[float]:
@@ -85,8 +74,8 @@ def one_seed(stream: str, seed: int, scale: dict, device: str) -> dict:
     result = {}
     for label, layer in (("14", STREAMS[stream]["feature_layer"]), ("last", -1)):
         config.feature_layer = layer
-        frozen_train = [embeddings(model, train, collate, None) for _, train, _ in tasks]
-        frozen_test = [embeddings(model, test, collate, None)[0] for _, _, test in tasks]
+        frozen_train = [embeddings(model, train, collate) for _, train, _ in tasks]
+        frozen_test = [embeddings(model, test, collate)[0] for _, _, test in tasks]
         result[f"frozen@{label}"] = class_gaussian_retrieval(frozen_train, [[x] * m for x in frozen_test])
         if label == "last":
             adapted_train = [embeddings(model, train, collate, k) for k, (_, train, _) in enumerate(tasks)]
