@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,17 @@ def cached(path: Path, compute, fresh: bool) -> dict:
 def summarize(values: list[float]) -> dict:
     """Mean and sample standard deviation (0 for a single value) of one figure over seeds."""
     return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+
+
+def fit_task_classifier(features: np.ndarray, tasks: np.ndarray):
+    """The retrieval ceiling: a logistic-regression task classifier fitted on every task's features at once, its C
+    chosen by 3-fold cross-validation."""
+    from sklearn.linear_model import LogisticRegressionCV
+
+    classifier = LogisticRegressionCV(Cs=[0.1, 1.0, 10.0, 100.0], cv=3, max_iter=3000, scoring="accuracy")
+    with warnings.catch_warnings():  # scikit-learn's announcements of future defaults
+        warnings.simplefilter("ignore", FutureWarning)
+        return classifier.fit(features, tasks)
 
 
 def percent(stats: dict) -> str:

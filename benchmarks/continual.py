@@ -60,7 +60,6 @@ import random
 import statistics
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +67,7 @@ import torch
 from common import (
     COMPUTE,
     cached,
+    fit_task_classifier,
     freeze_batchnorm_statistics,
     goals_table,
     machine,
@@ -350,8 +350,6 @@ def joint(stream, tasks, seed, scale, targs, collate) -> dict:
 def proteus(stream, tasks, seed, scale, targs, collate) -> dict:
     """Train the PROTEUS stream once (per task: add_task, masked CE + penalties, fit_signature on its training
     inputs), then score every retrieval variant and the ceiling from cached logits and frozen features."""
-    from sklearn.linear_model import LogisticRegressionCV
-
     model = get_peft_model(make_base(stream, seed, scale), proteus_config(stream)).to(targs.device)
     classes = [task_classes(test) for _, _, test in tasks]
     for t, (name, train_set, _) in enumerate(tasks):
@@ -398,10 +396,7 @@ def proteus(stream, tasks, seed, scale, targs, collate) -> dict:
         if t == 0:
             return torch.zeros(len(test[j]), dtype=torch.long)
         if t not in classifiers:
-            with warnings.catch_warnings():  # scikit-learn's announcements of future defaults
-                warnings.simplefilter("ignore", FutureWarning)
-                classifier = LogisticRegressionCV(Cs=[0.1, 1.0, 10.0, 100.0], cv=3, max_iter=3000, scoring="accuracy")
-                classifiers[t] = classifier.fit(x_train[t_train <= t], t_train[t_train <= t])
+            classifiers[t] = fit_task_classifier(x_train[t_train <= t], t_train[t_train <= t])
         return torch.as_tensor(classifiers[t].predict(test[j].double().numpy()))
 
     result["ceiling"] = matrices(supervised)

@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import frozen_features, machine, percent, summarize, versions, write_results
+from common import fit_task_classifier, frozen_features, machine, percent, summarize, versions, write_results
 from tqdm.auto import tqdm
 
 from hf_know.backbones import efficientnet_lite0
@@ -56,12 +55,7 @@ def task_of_class(seed: int) -> torch.Tensor:
 
 def ceiling(x_train: torch.Tensor, t_train: torch.Tensor, x_test: torch.Tensor, t_test: torch.Tensor) -> float:
     """Test accuracy of the supervised task classifier (C by 3-fold cross-validation on the training features)."""
-    from sklearn.linear_model import LogisticRegressionCV
-
-    classifier = LogisticRegressionCV(Cs=[0.1, 1.0, 10.0, 100.0], cv=3, max_iter=3000)
-    with warnings.catch_warnings():  # scikit-learn's announcements of future defaults
-        warnings.simplefilter("ignore", FutureWarning)
-        return float(classifier.fit(x_train.numpy(), t_train.numpy()).score(x_test.numpy(), t_test))
+    return float(fit_task_classifier(x_train.numpy(), t_train.numpy()).score(x_test.numpy(), t_test))
 
 
 def one_seed(dataset: str, seed: int, size: int, device: str) -> dict:

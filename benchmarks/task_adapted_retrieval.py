@@ -46,9 +46,9 @@ RESULTS = Path(__file__).parent / "results"
 ROUTES = ("frozen@14", "frozen@last", "task_adapted@last", "module_confidence")
 
 
-def class_gaussian_retrieval(train: list, test: list[list[torch.Tensor]]) -> list[float]:
-    """Per test set j, the share routed to j; `train[k]` = (features, labels) of task k in its space, `test[j][k]`
-    = test set j's features in task k's space."""
+def class_gaussian_retrieval(train: list, test: list) -> list[float]:
+    """Per test set j, the share routed to j; `train[k]` = (features, labels) of task k in its space; `test[j]` =
+    test set j's features, one matrix in a shared space or a list whose k-th is in task k's space (see `retrieve`)."""
     signatures = [fit_signature(x, "class_gaussian", max_components=2, labels=y) for x, y in train]
     return [float((retrieve(features, signatures)[0] == j).float().mean()) for j, features in enumerate(test)]
 
@@ -76,11 +76,11 @@ def one_seed(stream: str, seed: int, scale: dict, device: str) -> dict:
         config.feature_layer = layer
         frozen_train = [embeddings(model, train, collate) for _, train, _ in tasks]
         frozen_test = [embeddings(model, test, collate)[0] for _, _, test in tasks]
-        result[f"frozen@{label}"] = class_gaussian_retrieval(frozen_train, [[x] * m for x in frozen_test])
-        if label == "last":
-            adapted_train = [embeddings(model, train, collate, k) for k, (_, train, _) in enumerate(tasks)]
-            adapted_test = [[embeddings(model, test, collate, k)[0] for k in range(m)] for _, _, test in tasks]
-            result["task_adapted@last"] = class_gaussian_retrieval(adapted_train, adapted_test)
+        result[f"frozen@{label}"] = class_gaussian_retrieval(frozen_train, frozen_test)
+    # still at the last block: each task's training set through its own module, every test set through every module
+    adapted_train = [embeddings(model, train, collate, k) for k, (_, train, _) in enumerate(tasks)]
+    adapted_test = [[embeddings(model, test, collate, k)[0] for k in range(m)] for _, _, test in tasks]
+    result["task_adapted@last"] = class_gaussian_retrieval(adapted_train, adapted_test)
     confidence = []
     for j, (_, _, test) in enumerate(tasks):
         energy = torch.stack([logits_of(model, test, collate, k)[:, classes[k]].logsumexp(-1) for k in range(m)], -1)
