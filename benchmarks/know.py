@@ -32,7 +32,7 @@ Settings:
   KNOW on adapter checkpoints, the trajectory and the prediction being adapters that `PeftModel` loads;
 - `fashion_mnist_projection`: the `fashion_mnist` task with a projection adapter (`ProjectionConfig` on every conv,
   the head saved with it): KNOW on the gamma trajectories, values around 1 that no meta-training trajectory contains
-  (4 minutes a seed on 2 cores, so it too runs only when named in `--settings`).
+  (3.4-4 minutes a seed on 2 cores, so it too runs only when named in `--settings`).
 
 Differences are paired by seed (every predictor of a seed shares its trajectory and test set). `--parts meta`
 collects further trajectories (other seeds, a recipe drawn per run) that the evaluation seeds never see: the
