@@ -1,6 +1,7 @@
 """KnowPredictor.predict: every predictor, streaming I/O, norm layers, Hub checkpoints and revisions, bad input."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -292,6 +293,36 @@ def test_device_and_compute_dtype_options(tmp_path, bert_trajectory, monkeypatch
     with pytest.raises(ValueError, match=r"dtype='float16': the extrapolation computes in one of"):
         predictor.predict(folders, STEPS, tmp_path / "half", dtype="float16")
     assert not (tmp_path / "gpu").exists() and not (tmp_path / "half").exists()
+
+
+def test_self_check_scores_one_step_where_the_answer_is_known_and_warns_when_it_does_worse(
+    tmp_path, bert_trajectory, caplog
+):
+    """The self-check extrapolates the checkpoints before the full-data one by one step and scores it against the
+    full-data weights: exact on a straight trajectory for the task vector; a halving shrink lands further away than
+    standing still, which is recorded and warned about per kind; it is off for `naive`, with too few checkpoints or
+    `backtest_scalars=0`, and a negative count is refused."""
+    folders, _, _ = bert_trajectory
+
+    def check(name, **options):
+        out = KnowPredictor(KnowHyperModel()).predict(folders, STEPS, tmp_path / name, **options)
+        return json.loads((out / PREDICTION_FILE).read_text())["backtest"]
+
+    exact = check("task-vector", predictor="task_vector", backtest_scalars=500)
+    assert set(exact) == {"fc", "bias"}
+    for kind in exact.values():
+        assert kind["newest_error"] > 1e-3 and kind["error"] < 1e-6 and 0 < kind["scalars"] <= 500
+    with caplog.at_level(logging.WARNING):
+        shrunk = check("shrink", predictor="shrink", shrink={"fc": 0.5})
+    assert shrunk["fc"]["error"] > shrunk["fc"]["newest_error"]
+    assert "KNOW self-check, fc tensors: one shrink step" in caplog.text
+    assert "bias tensors" not in caplog.text  # the shrink control leaves biases alone: error equals standing still
+    assert check("naive", predictor="naive") is None
+    assert check("known", predictor="known") is None  # KNOWN reads all 5 checkpoints: none left to check it on
+    assert check("off", predictor="linear", backtest_scalars=0) is None
+    with pytest.raises(ValueError, match=r"backtest_scalars=-1: expected 0 \(no self-check\) or a positive number"):
+        check("negative", predictor="linear", backtest_scalars=-1)
+    assert not (tmp_path / "negative").exists()
 
 
 def test_known_recursion_over_batches_matches_the_hypermodel():

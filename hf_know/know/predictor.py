@@ -8,8 +8,12 @@ Checkpoints are read tensor by tensor, a chunk of elements at a time, and the re
 (sharded) safetensors folder, so memory does not grow with model size. A trajectory of PEFT adapters (a PEFT model's
 `collect_trajectory`) gives an adapter that `PeftModel.from_pretrained` loads.
 
-One module of about 360 lines: resolving the trajectory, planning the tensors and the streamed prediction are the
-three steps of `predict` and share its validated options; each step is a function of its own.
+With one checkpoint more than the predictor reads, `predict` also checks the predictor where the answer is known
+(`backtest`: one step from the checkpoints before the full-data one, scored against it), records the result and warns
+where the step does worse than standing still.
+
+Resolving the trajectory, planning the tensors, the streamed prediction and the self-check are the four steps of
+`predict` and share its validated options; each step is a function of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from transformers.utils import logging
 
 from ..hub import check_local_or_repo_id, push_folder, render_model_card
 from ..io import OUTPUT_MARKER, atomic_output_dir, check_output_dir
+from .backtest import backtest
 from .checkpoints import (
     ADAPTER_FILE,
     WEIGHT_SUFFIXES,
@@ -121,6 +126,7 @@ class KnowPredictor:
         shrink: dict[str, float] | None = None,
         allow_pickle: bool = False,
         chunk_size: int = 1 << 20,
+        backtest_scalars: int = 100_000,
         max_shard_size: int | str = "5GB",
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = torch.float32,
@@ -147,6 +153,10 @@ class KnowPredictor:
             shrink: per-kind factors of `predictor="shrink"`.
             allow_pickle: read checkpoints that only hold `pytorch_model*.bin`, with `torch.load(weights_only=True)`.
             chunk_size: elements of one tensor read at a time from each checkpoint (bounds memory).
+            backtest_scalars: scalars per kind of tensor in the self-check (`hf_know.know.backtest`), 0 for none: the
+                predictor's one step from the checkpoints before the full-data one, scored against the full-data
+                weights and recorded; a warning names each kind where it lands further from them than standing still.
+                It takes one checkpoint more than the predictor reads.
             max_shard_size: largest safetensors shard written, as `transformers` `save_pretrained` takes it (an
                 adapter is written as the one file PEFT reads).
             device: where the extrapolation runs (`"cuda"` for a GPU): each chunk of the trajectory is moved there,
@@ -165,6 +175,8 @@ class KnowPredictor:
             raise ValueError(f"norm_layers={norm_layers!r} is not one of {NORM_LAYER_MODES}.")
         if chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size}: expected a positive number of elements.")
+        if backtest_scalars < 0:
+            raise ValueError(f"backtest_scalars={backtest_scalars}: expected 0 (no self-check) or a positive number.")
         if len(checkpoints) < 2:
             raise ValueError(
                 f"KNOW needs a trajectory of at least 2 checkpoints (smallest data first, full data last); got "
@@ -207,6 +219,8 @@ class KnowPredictor:
             with atomic_output_dir(output_dir, PREDICTION_KIND, inputs=inputs, overwrite=overwrite) as tmp:
                 compute = {"device": device, "dtype": dtype}
                 _write_weights(tmp, readers, roles, extrapolator, record, chunk_size, max_shard_size, compute)
+                step = Extrapolator(predictor, 1, self.hypermodel, shrink)
+                record["backtest"] = _self_check(readers, roles, step, backtest_scalars, compute, record["conv_rule"])
                 full = readers[-1].checkpoint.folder
                 for path in full.iterdir():
                     if path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES) and path.name not in SKIPPED_FILES:
@@ -275,6 +289,31 @@ def _write_weights(folder, readers, roles, extrapolator, record, chunk_size, max
                     writer.write(_checked(values[0], readers[0], name, start))
                 progress.update(stop - start)
     writer.close()
+
+
+def _self_check(readers, roles, step: Extrapolator, scalars: int, compute: dict, conv_rule: str) -> dict | None:
+    """`backtest` of one step (None when off, for `naive`, whose step is the newest value, or when the checkpoints
+    are too few), with a warning per kind of tensor where the step lands further from the full-data weights than the
+    newest values before them."""
+    if not scalars or step.predictor == "naive":
+        return None
+    if len(readers) - 1 < step.window:
+        logger.info(
+            f"KNOW self-check skipped: predictor={step.predictor!r} reads {step.window} checkpoints and checking it "
+            f"takes one more; got {len(readers)}."
+        )
+        return None
+    names = [name for name, role in roles.items() if role == "predict"]
+    result = backtest(readers, names, step, scalars, compute, conv_rule)
+    for kind, check in result.items():
+        if check["error"] > check["newest_error"]:
+            logger.warning(
+                f"KNOW self-check, {kind} tensors: one {step.predictor} step from the checkpoints before the full-data "
+                f"one lands further from it than their newest values (mean absolute error {check['error']:.3g} against "
+                f"{check['newest_error']:.3g}, {check['scalars']} scalars). The predictor does not continue this "
+                f"trajectory, so its prediction is unlikely to help; the check is recorded in {PREDICTION_FILE}."
+            )
+    return result
 
 
 def _read_ahead(jobs: Iterable[Callable[[], torch.Tensor | None]]) -> Iterator[torch.Tensor | None]:

@@ -65,6 +65,9 @@ class PredictArguments:
     exclude: list[str] = field(default_factory=list, metadata={"help": "Tensor-name globs copied, not predicted."})
     r: float | None = field(default=None, metadata={"help": "Subset ratio, recorded (read from sessions if set)."})
     allow_pickle: bool = field(default=False, metadata={"help": "Read pytorch_model.bin (weights_only=True)."})
+    backtest_scalars: int = field(
+        default=100_000, metadata={"help": "Scalars per tensor kind in the one-step self-check; 0 for none."}
+    )
     max_shard_size: str = field(default="5GB", metadata={"help": "Largest safetensors shard."})
     device: str = field(default="cpu", metadata={"help": "Where the extrapolation runs: cpu, cuda, cuda:1..."})
     dtype: str = field(default="float32", metadata={"help": "Compute precision: float32 or float64."})
@@ -74,7 +77,17 @@ class PredictArguments:
 
 
 # The fields of `PredictArguments` passed to `KnowPredictor.predict` under their own names.
-PREDICT_OPTIONS = ("predictor", "r", "norm_layers", "exclude", "allow_pickle", "max_shard_size", "device", "dtype")
+PREDICT_OPTIONS = (
+    "predictor",
+    "r",
+    "norm_layers",
+    "exclude",
+    "allow_pickle",
+    "backtest_scalars",
+    "max_shard_size",
+    "device",
+    "dtype",
+)
 
 
 @dataclass
