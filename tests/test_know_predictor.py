@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
 
-from hf_know.hub import pull, push_folder
+from hf_know.hub import pull, push_folder, render_model_card
 from hf_know.know import KnowHyperModel, KnowPredictor, push_prediction, tensor_kind
 from hf_know.know.extrapolate import Extrapolator
 from hf_know.know.hypermodel import KNOWN_BATCH
@@ -317,6 +317,11 @@ def test_self_check_scores_one_step_where_the_answer_is_known_and_warns_when_it_
     assert shrunk["fc"]["error"] > shrunk["fc"]["newest_error"]
     assert "KNOW self-check, fc tensors: one shrink step" in caplog.text
     assert "bias tensors" not in caplog.text  # the shrink control leaves biases alone: error equals standing still
+    out = tmp_path / "shrink"
+    record = json.loads((out / PREDICTION_FILE).read_text())
+    card = str(render_model_card("know", {"library_name": "transformers"}, model_name="x", repo_id="t/x",
+                                 architecture="Bert", record=record))  # fmt: skip
+    assert "## Self-check" in card and "| fc |" in card and "| worse than standing still |" in card
     assert check("naive", predictor="naive") is None
     assert check("known", predictor="known") is None  # KNOWN reads all 5 checkpoints: none left to check it on
     assert check("off", predictor="linear", backtest_scalars=0) is None
