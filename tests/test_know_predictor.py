@@ -322,6 +322,10 @@ def test_self_check_scores_one_step_where_the_answer_is_known_and_warns_when_it_
     card = str(render_model_card("know", {"library_name": "transformers"}, model_name="x", repo_id="t/x",
                                  architecture="Bert", record=record))  # fmt: skip
     assert "## Self-check" in card and "| fc |" in card and "| worse than standing still |" in card
+    assert "AutoModel.from_pretrained" in card and "PeftModel" not in card
+    adapter_card = str(render_model_card("know", {}, model_name="x", repo_id="t/x", architecture="Bert",
+                                         record=record, adapter=True))  # fmt: skip
+    assert 'PeftModel.from_pretrained(base_model, "t/x")' in adapter_card and "AutoModel" not in adapter_card
     assert check("naive", predictor="naive") is None
     assert check("known", predictor="known") is None  # KNOWN reads all 5 checkpoints: none left to check it on
     assert check("off", predictor="linear", backtest_scalars=0) is None

@@ -480,10 +480,11 @@ def push_prediction(
     record = json.loads(record_path.read_text())
     config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
     hub_sources = [c["repo_id"] for c in record["checkpoints"] if c["repo_id"]]
+    adapter = (folder / ADAPTER_FILE).is_file()
     card = render_model_card(
         "know",
         {
-            "library_name": "transformers",
+            "library_name": "peft" if adapter else "transformers",
             "base_model": hub_sources[-1] if hub_sources else None,
             "tags": ["hf-know", "know", f"know-{record['predictor']}"],
         },
@@ -491,6 +492,7 @@ def push_prediction(
         repo_id=repo_id,
         architecture=(config.get("architectures") or ["a PyTorch model"])[0],
         record=record,
+        adapter=adapter,
     )
     return push_folder(
         folder,
