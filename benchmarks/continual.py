@@ -347,15 +347,22 @@ def joint(stream, tasks, seed, scale, targs, collate) -> dict:
     return {"accuracy": [[accuracy(logits_of(model, test, collate).argmax(-1), test) for _, _, test in tasks]]}
 
 
-def proteus(stream, tasks, seed, scale, targs, collate) -> dict:
-    """Train the PROTEUS stream once (per task: add_task, masked CE + penalties, fit_signature on its training
-    inputs), then score every retrieval variant and the ceiling from cached logits and frozen features."""
+def train_proteus(stream, tasks, seed, scale, targs, collate):
+    """(the PROTEUS model trained on the whole stream, each task's classes): per task add_task, masked CE +
+    penalties, fit_signature on its training inputs."""
     model = get_peft_model(make_base(stream, seed, scale), proteus_config(stream)).to(targs.device)
     classes = [task_classes(test) for _, _, test in tasks]
     for t, (name, train_set, _) in enumerate(tasks):
         model.add_task(name)
         train_task(model, train_set, targs, collate, classes[t])
         model.fit_signature(name, loader(train_set, collate))
+    return model, classes
+
+
+def proteus(stream, tasks, seed, scale, targs, collate) -> dict:
+    """Train the PROTEUS stream once (`train_proteus`), then score every retrieval variant and the ceiling from
+    cached logits and frozen features."""
+    model, classes = train_proteus(stream, tasks, seed, scale, targs, collate)
     m = len(tasks)
     # logits[k][j]: test set j through task k's module (the modules are frozen once trained, so "after task t" is
     # exactly tasks 0..t of the final model)
@@ -483,6 +490,20 @@ def run_settings(stream: str, scale: dict) -> dict:
     }
 
 
+def stream_arguments(stream: str, scale: dict, seed: int, output_dir: str, device: str, bf16: bool = False):
+    """The training arguments of every task of a stream: its recipe at this scale."""
+    return training_arguments(
+        output_dir,
+        device,
+        num_train_epochs=scale["epochs"] or STREAMS[stream]["epochs"],
+        learning_rate=STREAMS[stream]["learning_rate"],
+        per_device_train_batch_size=scale["batch_size"],
+        seed=seed,
+        remove_unused_columns=False,
+        bf16=bf16,
+    )
+
+
 def run_stream(stream: str, args, scale: dict) -> dict:
     runs = {arm: [] for arm in ARMS}
     settings = json.dumps(run_settings(stream, scale), sort_keys=True)
@@ -493,16 +514,7 @@ def run_stream(stream: str, args, scale: dict) -> dict:
         if seed == seeds[0]:
             first = tasks, collate  # the latency batch and the task list of the report
         with tempfile.TemporaryDirectory() as tmp:
-            targs = training_arguments(
-                tmp,
-                args.device,
-                num_train_epochs=scale["epochs"] or STREAMS[stream]["epochs"],
-                learning_rate=STREAMS[stream]["learning_rate"],
-                per_device_train_batch_size=scale["batch_size"],
-                seed=seed,
-                remove_unused_columns=False,
-                bf16=args.bf16,
-            )
+            targs = stream_arguments(stream, scale, seed, tmp, args.device, bf16=args.bf16)
             for arm, fn in ARMS.items():
                 print(f"{stream}: {arm}, seed {seed} ...", flush=True)
 

@@ -24,9 +24,9 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from common import fit_task_classifier, frozen_features, machine, percent, summarize, versions, write_results
+from continual import class_order
 from tqdm.auto import tqdm
 
 from hf_know.backbones import efficientnet_lite0
@@ -46,7 +46,7 @@ SCAN_SOURCES = {"block 10": (10,), "block 14": (14,), "blocks 10+12+14": (10, 12
 
 def task_of_class(seed: int) -> torch.Tensor:
     """The task (0..4) of each of the 10 classes, in the class order drawn with `seed`."""
-    order = np.random.default_rng(seed).permutation(10)
+    order = class_order(seed)
     task_of = torch.empty(10, dtype=torch.long)
     for task in range(5):
         task_of[order[2 * task : 2 * task + 2]] = task

@@ -25,20 +25,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import COMPUTE, cached, machine, percent, summarize, training_arguments, versions, write_results
-from continual import (
-    CACHE,
-    SCALES,
-    STREAMS,
-    embeddings,
-    load_stream,
-    logits_of,
-    make_base,
-    proteus_config,
-    task_classes,
-    train_task,
-)
-from peft import get_peft_model
+from common import COMPUTE, cached, machine, percent, summarize, versions, write_results
+from continual import CACHE, SCALES, STREAMS, embeddings, load_stream, logits_of, stream_arguments, train_proteus
 
 from hf_know.cluster_retrieval import fit_signature, retrieve
 
@@ -56,20 +44,8 @@ def class_gaussian_retrieval(train: list, test: list) -> list[float]:
 def one_seed(stream: str, seed: int, scale: dict, device: str) -> dict:
     tasks, collate = load_stream(stream, scale, seed)
     with tempfile.TemporaryDirectory() as tmp:
-        targs = training_arguments(
-            tmp,
-            device,
-            num_train_epochs=STREAMS[stream]["epochs"],
-            learning_rate=STREAMS[stream]["learning_rate"],
-            per_device_train_batch_size=scale["batch_size"],
-            seed=seed,
-            remove_unused_columns=False,
-        )
-        model = get_peft_model(make_base(stream, seed, scale), proteus_config(stream)).to(targs.device)
-        classes = [task_classes(test) for _, _, test in tasks]
-        for t, (name, train_set, _) in enumerate(tasks):
-            model.add_task(name)
-            train_task(model, train_set, targs, collate, classes[t])
+        targs = stream_arguments(stream, scale, seed, tmp, device)
+        model, classes = train_proteus(stream, tasks, seed, scale, targs, collate)
     m, config = len(tasks), model.peft_config["default"]
     result = {}
     for label, layer in (("14", STREAMS[stream]["feature_layer"]), ("last", -1)):
